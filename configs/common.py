@@ -1,0 +1,93 @@
+"""Fields shared by every experiment config, each declared once with its meaning.
+
+Experiment files start from `base_config()`, change what they need and return
+`lock(config)`, so a misspelt `--config.x.y=...` override fails at once.
+"""
+
+import ml_collections
+
+from lm.errors import ConfigError
+
+
+def parse_variant(arg: str | None, variants: tuple[str, ...], *, default: str) -> str:
+  """The variant named after ':' in `--config=file.py:VARIANT`, checked against `variants`."""
+  variant = arg or default
+  if variant not in variants:
+    raise ConfigError(f"unknown config variant {variant!r}; known: {', '.join(variants)}")
+  return variant
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds params init, dropout and the data order.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "tiny_shakespeare"  # 'tiny_shakespeare' (TFDS, TF-free) or 'text' (a file).
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # Offline input.txt dir; None: <data_dir>/downloads/manual.
+  c.data.text_file = ml_collections.FieldReference(None, field_type=str)  # For source 'text': one UTF-8 file split by fractions.
+  c.data.split_fractions = (0.9, 0.05, 0.05)  # For source 'text': train/validation/test shares.
+  c.data.tokenizer = "char"  # 'char' (vocabulary of the training split) or 'byte' (UTF-8).
+  c.data.context = 64  # Tokens per training window (the model's maximum length).
+
+  c.model = ml_collections.ConfigDict()  # Fields of lm.models.config.ModelConfig.
+  c.model.num_layers = 4  # Transformer blocks.
+  c.model.num_heads = 4  # Query heads.
+  c.model.num_kv_heads = ml_collections.FieldReference(None, field_type=int)  # None: multi-head; fewer: grouped-query.
+  c.model.width = 128  # Residual stream width.
+  c.model.head_dim = ml_collections.FieldReference(None, field_type=int)  # None: width / heads.
+  c.model.mlp_width = ml_collections.FieldReference(None, field_type=int)  # None: 4x width (gelu), 8/3x (swiglu).
+  c.model.position = "learned"  # 'learned' absolute table or 'rope'.
+  c.model.rope_theta = 10_000.0  # Rotary base frequency.
+  c.model.norm = "layernorm"  # 'layernorm' or 'rmsnorm'.
+  c.model.norm_eps = 1e-5  # Added to the variance in norms.
+  c.model.mlp = "gelu"  # 'gelu' or 'swiglu'.
+  c.model.tie_embeddings = True  # Output projection = transposed token embedding.
+  c.model.use_bias = False  # Biases on dense layers and LayerNorm.
+  c.model.dropout = 0.0  # Dropout rate on embeddings, attention and residual branches.
+  c.model.dtype = "float32"  # Compute dtype: 'float32' or 'bfloat16'.
+  c.model.param_dtype = "float32"  # Parameter storage dtype (master weights).
+  c.model.init_std = 0.02  # Init std of weights; residual outputs scaled by 1/sqrt(2 layers).
+  c.model.max_len = c.data.get_ref("context")  # Follows data.context.
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "cross_entropy"  # A loss in lm.losses.LOSSES.
+  c.loss.label_smoothing = 0.0  # Mass spread uniformly over the vocabulary.
+  c.loss.z_loss = 0.0  # Coefficient of log(Z)^2 (PaLM uses 1e-4).
+  c.loss.per_sequence = False  # True: each sequence weighs the same; False: each token.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3  # Peak learning rate.
+  c.optim.min_lr = 1e-4  # Learning rate at the end of the cosine decay.
+  c.optim.warmup_steps = 100  # Linear warmup from 0.
+  c.optim.decay_steps = ml_collections.FieldReference(None, field_type=int)  # Cosine length; None: train.steps.
+  c.optim.b1 = 0.9  # Adam beta1.
+  c.optim.b2 = 0.99  # Adam beta2.
+  c.optim.eps = 1e-8  # Adam epsilon.
+  c.optim.weight_decay = 0.1  # Decoupled weight decay on matrices only.
+  c.optim.clip_norm = ml_collections.FieldReference(1.0, field_type=float)  # Global-norm clip; None: off.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 12  # Sequences per optimizer step (all micro-batches together).
+  c.train.accum_steps = 1  # Micro-batches per step (gradient accumulation).
+  c.train.steps = 2000  # Optimizer steps.
+  c.train.log_every = 50  # Steps between train-metric records.
+  c.train.eval_every = 250  # Steps between full validation passes; also at the end.
+  c.train.checkpoint_every = 500  # Steps between checkpoints; also at the end.
+  c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.split = "validation"  # Split scored during and after training.
+  c.eval.batch_size = 64  # Windows per eval batch.
+  c.eval.max_batches = ml_collections.FieldReference(None, field_type=int)  # None: the whole split.
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.prompt = "\n"  # Text the sample after training continues.
+  c.sample.num_tokens = 200  # New tokens in that sample.
+  c.sample.temperature = 0.8  # Softmax temperature; 0 is greedy.
+  return c
+
+
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c.lock()
+  return c

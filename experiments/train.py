@@ -1,0 +1,30 @@
+r"""Trains a model; restarting with the same --workdir resumes from its last checkpoint.
+
+  ./launch.sh train --config=configs/shakespeare_char.py:baby --workdir=runs/baby \
+      --config.optim.lr=3e-4
+"""
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from lm import cli, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.info("config:\n%s", _CONFIG.value)
+  results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"{results['split']} loss {results['loss']:.4f} nats/token | perplexity "
+        f"{results['perplexity']:.3f} | accuracy {results['accuracy']:.3f} | "
+        f"{results['tokens']:.0f} tokens | train {results['train_wall_s']:.0f}s")
+  print(f"sample:\n{results['sample']['prompt']}{results['sample']['text']}")
+  print(f"results: {_WORKDIR.value}/results.json")
+
+
+if __name__ == "__main__":
+  cli.run(main)

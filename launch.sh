@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Sets up the environment (a venv in the repo, once) and runs an entry point.
+#
+#   ./launch.sh                      train the default experiment (shakespeare_char:baby),
+#                                    evaluate it, print validation perplexity and a sample
+#   ./launch.sh test [pytest args]   install test extras and run the test suite
+#   ./launch.sh ENTRY [flags]        run experiments/ENTRY.py, e.g.
+#       ./launch.sh train --config=configs/shakespeare_char.py:baby --workdir=runs/baby \
+#           --config.optim.lr=3e-4
+#       ./launch.sh evaluate --workdir=runs/baby --split=test
+#       ./launch.sh sample --workdir=runs/baby --prompt="ROMEO:"
+#       ./launch.sh benchmark --config=configs/shakespeare_char.py:baby
+#
+# Environment: PYTHON (default python3, >= 3.10), LM_VENV (default .venv),
+# TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=${LM_VENV:-.venv}
+
+# Installs the package (editable) with the given extras unless setup.cfg is unchanged since
+# the last install with those extras. Idempotent: a second call does nothing.
+setup_env() {
+  local extras=$1 stamp="$VENV/.installed${1:+-$1}"
+  if [[ -f "$stamp" && "$stamp" -nt setup.cfg ]]; then return; fi
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "launch.sh: creating $VENV" >&2
+    "$PYTHON" -m venv "$VENV"
+  fi
+  echo "launch.sh: installing lm${extras:+[$extras]} into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".${extras:+[$extras]}"
+  touch "$stamp"
+}
+
+cmd=${1:-default}
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  default)
+    setup_env ""
+    exec "$VENV/bin/python" -m experiments.train \
+      --config=configs/shakespeare_char.py:baby --workdir=runs/shakespeare_char_baby "$@"
+    ;;
+  test)
+    setup_env test
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  -h|--help|help)
+    sed -n '2,19p' "$0"
+    ;;
+  *)
+    if [[ ! -f "experiments/$cmd.py" ]]; then
+      echo "launch.sh: no entry point experiments/$cmd.py; see ./launch.sh --help" >&2
+      exit 2
+    fi
+    setup_env ""
+    exec "$VENV/bin/python" -m "experiments.$cmd" "$@"
+    ;;
+esac

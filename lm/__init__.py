@@ -1,0 +1,1 @@
+"""lm: language models in JAX/Flax."""

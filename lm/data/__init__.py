@@ -1,0 +1,1 @@
+"""Text sources, splits and token windows for training and evaluation."""

@@ -1,0 +1,78 @@
+"""The pure, jittable train and eval steps shared by every training stage.
+
+    step_fn = jax.jit(functools.partial(train_step, model=..., optimizer=..., loss_fn=...,
+                                        accum_steps=...), donate_argnames="state")
+    state, metrics = step_fn(state, batch)
+
+The state is a plain dict {'step', 'params', 'opt_state', 'rng'} so orbax saves it as is.
+A batch is a dict of [batch, length] arrays: 'inputs', 'targets', 'weights' (and optionally
+'positions', 'segment_ids').
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_MODEL_INPUTS = ("positions", "segment_ids")
+
+
+def create_state(params, optimizer: optax.GradientTransformation, rng) -> dict:
+  """A fresh train state at step 0. `rng` is a raw uint32 key (orbax saves it as an array)."""
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": optimizer.init(params), "rng": rng}
+
+
+def _forward_sums(params, batch, rng, *, model, loss_fn, deterministic):
+  extra = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+  logits, _ = model.apply({"params": params}, batch["inputs"], deterministic=deterministic,
+                          rngs={"dropout": rng}, **extra)
+  sums = loss_fn(logits=logits, targets=batch["targets"], weights=batch["weights"])
+  return sums["loss_sum"], sums
+
+
+def _tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def train_step(state: dict, batch: dict, *, model, optimizer, loss_fn, accum_steps: int = 1):
+  """One optimizer update from `batch`, split into `accum_steps` micro-batches.
+
+  Gradients of the loss *sums* are added over micro-batches and divided once by the total
+  weight, so k micro-batches with uneven padding give exactly the update of one big batch.
+
+  Returns the new state and metric sums (see `lm.losses.cross_entropy`) plus 'grad_norm'
+  and 'learning_rate'-free scalars the host can average.
+  """
+  rng = jax.random.fold_in(state["rng"], state["step"])
+  grad_fn = jax.grad(_forward_sums, has_aux=True)
+  kwargs = dict(model=model, loss_fn=loss_fn, deterministic=False)
+  if accum_steps == 1:
+    grads, sums = grad_fn(state["params"], batch, rng, **kwargs)
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+
+    def body(carry, xs):
+      mb, i = xs
+      g, s = grad_fn(state["params"], mb, jax.random.fold_in(rng, i), **kwargs)
+      return _tree_add(carry, (g, s)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like,
+                         jax.eval_shape(lambda: grad_fn(state["params"], first, rng, **kwargs)))
+    (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum_steps)))
+  total = sums["weight_sum"]
+  grads = jax.tree.map(lambda g: jnp.where(total > 0, g / jnp.maximum(total, 1e-30), 0.0),
+                       grads)
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = dict(sums, grad_norm_sum=optax.global_norm(grads), steps=jnp.ones((), jnp.float32))
+  new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+               "rng": state["rng"]}
+  return new_state, metrics
+
+
+def eval_step(params, batch: dict, *, model, loss_fn) -> dict:
+  """Metric sums of one batch, without dropout."""
+  _, sums = _forward_sums(params, batch, jax.random.PRNGKey(0), model=model, loss_fn=loss_fn,
+                          deterministic=True)
+  return sums
