@@ -2,17 +2,31 @@
 
 import sys
 
-from absl import app
+from absl import app, flags, logging
 
 from lm.errors import UserError
 
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", None,
+    "Split the host CPU into this many XLA devices (data parallel over cores); "
+    "None: XLA's default of one. Only affects the CPU backend.")
+
 
 def run(main) -> None:
-  """`app.run(main)`, printing bad user input as one `error: ...` line (exit status 2)."""
+  """`app.run(main)`, printing bad user input as one `error: ...` line (exit status 2).
+
+  absl logging defaults to warnings only (orbax logs every save at INFO); `--verbosity=0`
+  brings the INFO lines back.
+  """
 
   def wrapped(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+    if _CPU_DEVICES.value is not None:
+      import jax  # Must be configured before the first computation initialises backends.
+      jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
     try:
       return main(argv)
     except UserError as e:

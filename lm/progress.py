@@ -42,6 +42,11 @@ class Progress:
     self.stream.flush()
     return line
 
+  def message(self, text: str) -> None:
+    """A line of its own that the progress line does not overwrite."""
+    self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+    self.stream.flush()
+
   def close(self):
     if self.tty:
       self.stream.write("\n")

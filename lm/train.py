@@ -111,10 +111,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
   run_files.write_config(workdir, config)
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
-  logging.info("params: %s (non-embedding %s); train FLOPs/token %.3g",
-               f"{decoder.param_count(model_cfg):,}",
-               f"{decoder.param_count(model_cfg, embeddings=False):,}",
-               decoder.flops_per_token(model_cfg))
+  print(f"model: {decoder.param_count(model_cfg):,} params "
+        f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding), "
+        f"{decoder.flops_per_token(model_cfg):.3g} train FLOPs/token, "
+        f"{mesh.shape['data']} {jax.devices()[0].platform} device(s)", flush=True)
 
   model = decoder.Decoder(model_cfg)
   t = config.train
@@ -139,7 +139,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
     state, meta = restored
     state = jax.device_put(state, replicated)
     start = int(meta["step"])
-    logging.info("resumed from step %d of %s", start, workdir)
+    print(f"resumed from step {start} of {workdir}", flush=True)
   writer.truncate_after(start)
 
   train_step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer,
@@ -169,8 +169,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
     if step % t.eval_every == 0 or (is_last and stop_at is None):
       ev = eval_fn(state["params"], tokens[config.eval.split])
       writer.write(step, config.eval.split, ev)
-      logging.info("step %d: %s loss %.4f perplexity %.3f", step, config.eval.split,
-                   ev["loss"], ev["perplexity"])
+      progress.message(f"step {step}: {config.eval.split} loss {ev['loss']:.4f} "
+                       f"perplexity {ev['perplexity']:.3f}")
     if step % t.checkpoint_every == 0 or is_last:
       checkpoint.save(mngr, step, state, {"step": step, "seed": config.seed}, force=is_last)
   progress.close()
