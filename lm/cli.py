@@ -1,5 +1,6 @@
 """Shared plumbing of the absl entry points in experiments/."""
 
+import ast
 import sys
 
 from absl import app, flags, logging
@@ -33,4 +34,25 @@ def run(main) -> None:
       sys.stderr.write(f"error: {e}\n")
       sys.exit(2)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """Parses flags; a bad flag or config override is one `error:` line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.stderr.write(f"error: {_one_line(str(e))}\n")
+    sys.exit(2)
+
+
+def _one_line(message: str) -> str:
+  """The useful line of an absl/ml_collections flag error."""
+  if "Traceback" in message:  # config_flags embeds the config file's traceback.
+    message = message.strip().splitlines()[-1]
+  if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+    try:  # ml_collections re-wraps a KeyError's repr.
+      message = ast.literal_eval(message)
+    except (ValueError, SyntaxError):
+      pass
+  return " ".join(message.split())

@@ -52,13 +52,15 @@ class Decoder(nn.Module):
       x = Block(cfg, name=f"block_{i}")(x, positions, mask, deterministic)
     hidden = Norm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
-      logits = hidden @ embedding.astype(cfg.compute_dtype).T
+      unembed = embedding.T
     else:
       unembed = self.param(
           "unembedding",
           nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("embed", "vocab")),
           (cfg.width, cfg.vocab_size), cfg.storage_dtype)
-      logits = hidden @ unembed.astype(cfg.compute_dtype)
+    # A 2-D matmul, as in layers.Dense (faster weight gradients on XLA:CPU).
+    logits = hidden.reshape(-1, cfg.width) @ unembed.astype(cfg.compute_dtype)
+    logits = logits.reshape(*tokens.shape, cfg.vocab_size)
     return logits.astype(jnp.float32), {"hidden": hidden}
 
 

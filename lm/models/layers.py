@@ -63,9 +63,13 @@ class Dense(nn.Module):
     shape = x.shape[-n_in:] + self.features
     kernel = self.param("kernel", _normal(self.std, self.in_axes + self.out_axes), shape,
                         cfg.storage_dtype)
-    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
-                            (contract, ((), ())))
+    # One 2-D matmul [tokens, in] @ [in, out]. XLA:CPU turns the weight gradient of a 3-D
+    # dot_general into a transposed-layout fusion that made the whole train step 1.5x slower
+    # (10.5k vs 16k tokens/s for nanoGPT's baby GPT); on GPU/TPU the two forms are the same.
+    lead = x.shape[:-n_in]
+    x2 = x.reshape(-1, math.prod(x.shape[-n_in:])).astype(cfg.compute_dtype)
+    k2 = kernel.reshape(x2.shape[1], -1).astype(cfg.compute_dtype)
+    y = (x2 @ k2).reshape(*lead, *self.features)
     if cfg.use_bias:
       bias = self.param("bias", _zeros(self.out_axes), self.features, cfg.storage_dtype)
       y = y + bias.astype(cfg.compute_dtype)

@@ -1,0 +1,58 @@
+"""Tokenizers: round trips, saved and reloaded, clear errors."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from lm import tokenizers
+from lm.errors import DataError
+
+
+def test_char_vocabulary_is_sorted_training_characters():
+  tok = tokenizers.build("char", "hello world")
+  assert tok.chars == " dehlorw" and tok.vocab_size == 8
+  assert tok.encode("hello") == [3, 2, 4, 4, 5]
+  assert tok.decode(tok.encode("world hello")) == "world hello"
+
+
+def test_char_unknown_character_is_named():
+  tok = tokenizers.build("char", "abc")
+  with pytest.raises(DataError, match="'z' is not in the character vocabulary"):
+    tok.encode("abz")
+
+
+@given(st.text())
+def test_byte_round_trip_any_unicode(text):
+  tok = tokenizers.ByteTokenizer()
+  ids = tok.encode(text)
+  assert all(0 <= i < 256 for i in ids)
+  assert tok.decode(ids) == text
+
+
+@given(st.text(min_size=1))
+def test_char_round_trip(text):
+  tok = tokenizers.CharTokenizer.fit(text)
+  assert tok.decode(tok.encode(text)) == text
+
+
+def test_byte_specials_are_past_the_bytes_and_not_decoded():
+  tok = tokenizers.ByteTokenizer()
+  assert tok.vocab_size == 259
+  assert tok.special_ids == {"<bos>": 256, "<eos>": 257, "<pad>": 258}
+  assert tok.decode([104, 105, 257]) == "hi"
+
+
+@pytest.mark.parametrize("tok", [tokenizers.CharTokenizer("\n !abcé"),
+                                 tokenizers.ByteTokenizer(("<s>",))])
+def test_save_and_load(tmp_path, tok):
+  path = str(tmp_path / "tokenizer.json")
+  tokenizers.save(tok, path)
+  again = tokenizers.load(path)
+  assert again == tok
+  assert again.encode("abc !") == tok.encode("abc !")
+
+
+def test_load_missing_and_unknown_kind(tmp_path):
+  with pytest.raises(DataError, match="no tokenizer at"):
+    tokenizers.load(str(tmp_path / "nope.json"))
+  with pytest.raises(ValueError, match="unknown tokenizer kind 'bpe'"):
+    tokenizers.from_json({"kind": "bpe"})
