@@ -7,8 +7,6 @@ import pytest
 
 from configs import shakespeare_char
 
-SHARED_INPUT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                            "tinyshakespeare", "input.txt")
 
 
 def _corpus(n_lines: int = 400, seed: int = 0) -> str:
