@@ -12,7 +12,9 @@
 #       ./launch.sh benchmark --config=configs/shakespeare_char.py:baby
 #
 # Environment: PYTHON (default python3, >= 3.10), LM_VENV (default .venv),
-# TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual).
+# TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual),
+# LM_RETRIES (default 0: restart `train` this many times when it exits with status 75,
+# i.e. it was preempted by SIGTERM/SIGINT after saving a checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,12 +36,25 @@ setup_env() {
   touch "$stamp"
 }
 
+# Runs the command; while it exits 75 (preempted, checkpoint saved), runs it again, at most
+# LM_RETRIES times.
+run_with_retries() {
+  local tries=0 status
+  while true; do
+    status=0
+    "$@" || status=$?
+    if [[ $status -ne 75 || $tries -ge ${LM_RETRIES:-0} ]]; then return $status; fi
+    tries=$((tries + 1))
+    echo "launch.sh: preempted; restart $tries of ${LM_RETRIES}" >&2
+  done
+}
+
 cmd=${1:-default}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
   default)
     setup_env ""
-    exec "$VENV/bin/python" -m experiments.train \
+    run_with_retries "$VENV/bin/python" -m experiments.train \
       --config=configs/shakespeare_char.py:baby --workdir=runs/shakespeare_char_baby "$@"
     ;;
   test)
@@ -47,7 +62,7 @@ case "$cmd" in
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   -h|--help|help)
-    sed -n '2,19p' "$0"
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     ;;
   *)
     if [[ ! -f "experiments/$cmd.py" ]]; then
@@ -55,6 +70,6 @@ case "$cmd" in
       exit 2
     fi
     setup_env ""
-    exec "$VENV/bin/python" -m "experiments.$cmd" "$@"
+    run_with_retries "$VENV/bin/python" -m "experiments.$cmd" "$@"
     ;;
 esac

@@ -20,6 +20,7 @@ def parse_variant(arg: str | None, variants: tuple[str, ...], *, default: str) -
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds params init, dropout and the data order.
+  c.allow_config_change = False  # Resume a workdir whose saved config differs from this one.
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "tiny_shakespeare"  # 'tiny_shakespeare' (TFDS, TF-free) or 'text' (a file).
@@ -75,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 250  # Steps between full validation passes; also at the end.
   c.train.checkpoint_every = 500  # Steps between checkpoints; also at the end.
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+  c.train.nonfinite = "stop"  # Non-finite loss/grads: 'stop' (error naming the step) or 'skip'.
+  c.train.inject_nonfinite_at = ml_collections.FieldReference(None, field_type=int)  # Tests only: NaN grads at this step.
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "validation"  # Split scored during and after training.

@@ -1,5 +1,10 @@
 r"""Trains a model; restarting with the same --workdir resumes from its last checkpoint.
 
+Exit status: 0 done; 2 bad input (one `error:` line, nothing computed); 3 non-finite loss
+or gradients (train.nonfinite='stop'); 75 stopped by SIGTERM/SIGINT after saving a
+checkpoint: run the same command again to resume (`LM_RETRIES=N ./launch.sh train ...`
+does that automatically).
+
   ./launch.sh train --config=configs/shakespeare_char.py:baby --workdir=runs/baby \
       --config.optim.lr=3e-4
 """
@@ -7,7 +12,9 @@ r"""Trains a model; restarting with the same --workdir resumes from its last che
 from absl import flags, logging
 from ml_collections import config_flags
 
-from lm import cli, train
+import sys
+
+from lm import cli, preemption, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                           lock_config=True)
@@ -18,7 +25,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.info("config:\n%s", _CONFIG.value)
-  results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", flush=True)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except train.NonFiniteError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(3)
   print(f"{results['split']} loss {results['loss']:.4f} nats/token | perplexity "
         f"{results['perplexity']:.3f} | accuracy {results['accuracy']:.3f} | "
         f"{results['tokens']:.0f} tokens | train {results['train_wall_s']:.0f}s")

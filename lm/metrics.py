@@ -52,8 +52,14 @@ class Writer:
     """Drops records past `step` so a resumed run appends as if never stopped."""
     if not (self.enabled and os.path.exists(self.path)):
       return
+    keep = []
     with open(self.path) as f:
-      keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= step:
+            keep.append(line)
+        except (json.JSONDecodeError, KeyError):
+          pass  # A line torn by a kill mid-write.
     with open(self.path, "w") as f:
       f.writelines(keep)
 

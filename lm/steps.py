@@ -34,14 +34,22 @@ def _tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-def train_step(state: dict, batch: dict, *, model, optimizer, loss_fn, accum_steps: int = 1):
+def train_step(state: dict, batch: dict, *, model, optimizer, loss_fn, accum_steps: int = 1,
+               skip_nonfinite: bool = False, inject_nonfinite_at: int | None = None):
   """One optimizer update from `batch`, split into `accum_steps` micro-batches.
 
   Gradients of the loss *sums* are added over micro-batches and divided once by the total
   weight, so k micro-batches with uneven padding give exactly the update of one big batch.
 
-  Returns the new state and metric sums (see `lm.losses.cross_entropy`) plus 'grad_norm'
-  and 'learning_rate'-free scalars the host can average.
+  Args:
+    skip_nonfinite: if the loss or gradient norm is not finite, keep params and optimizer
+      state unchanged (the step counter still advances) and report it in 'nonfinite'.
+    inject_nonfinite_at: for tests of the above: make the gradients of this (1-based) step NaN.
+
+  Returns:
+    The new state and metric sums (see `lm.losses.cross_entropy`) plus 'grad_norm_sum',
+    'steps' and 'nonfinite' (1.0 on a step whose loss or gradients were not finite), all
+    sums the host can add over steps. A skipped step contributes zeros to the loss sums.
   """
   rng = jax.random.fold_in(state["rng"], state["step"])
   grad_fn = jax.grad(_forward_sums, has_aux=True)
@@ -63,9 +71,21 @@ def train_step(state: dict, batch: dict, *, model, optimizer, loss_fn, accum_ste
   total = sums["weight_sum"]
   grads = jax.tree.map(lambda g: jnp.where(total > 0, g / jnp.maximum(total, 1e-30), 0.0),
                        grads)
+  if inject_nonfinite_at is not None:
+    bad = state["step"] + 1 == inject_nonfinite_at
+    grads = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads)
+    sums = dict(sums, loss_sum=jnp.where(bad, jnp.nan, sums["loss_sum"]))
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm)
   updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(sums, grad_norm_sum=optax.global_norm(grads), steps=jnp.ones((), jnp.float32))
+  if skip_nonfinite:
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state = keep(params, state["params"]), keep(opt_state, state["opt_state"])
+    sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), sums)
+    grad_norm = jnp.where(finite, grad_norm, 0.0)
+  metrics = dict(sums, grad_norm_sum=grad_norm, steps=finite.astype(jnp.float32),
+                 nonfinite=1.0 - finite.astype(jnp.float32))
   new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                "rng": state["rng"]}
   return new_state, metrics

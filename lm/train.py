@@ -6,6 +6,7 @@ function of (seed, s), so params, optimizer state, step and RNG are all a resume
 """
 
 import functools
+import math
 import os
 import time
 
@@ -14,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from lm import checkpoint, evaluation, losses, metrics, optim, run_files, sampling
-from lm import sharding, steps, tokenizers
+from lm import preemption, sharding, steps, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
 from lm.models import decoder
@@ -29,34 +30,74 @@ def model_config(config, vocab_size: int) -> ModelConfig:
   return ModelConfig(vocab_size=vocab_size, **config.model.to_dict())
 
 
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _check_number(config, key: str, low=None, high=None, *, optional=False,
+                  low_open=False) -> None:
+  """config[key] is a finite number in [low, high] (or (low, high] with low_open)."""
+  section, _, name = key.rpartition(".")
+  value = config[section][name] if section else config[name]
+  if value is None and optional:
+    return
+  _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+           and math.isfinite(value), f"{key}={value!r} must be a finite number")
+  if low is not None:
+    _require(value > low if low_open else value >= low,
+             f"{key}={value} must be {'>' if low_open else '>='} {low}")
+  if high is not None:
+    _require(value <= high, f"{key}={value} must be <= {high}")
+
+
 def validate(config) -> None:
-  """Checks the whole config before any data is read or anything compiled."""
+  """Checks the whole config, every field and cross-field rule, before any data is read."""
+  positive = ["train.batch_size", "train.accum_steps", "train.steps", "train.log_every",
+              "train.eval_every", "train.checkpoint_every", "data.context", "eval.batch_size"]
+  for key in positive:
+    _check_number(config, key, 1)
+  for key in ("train.keep_checkpoints", "eval.max_batches", "train.inject_nonfinite_at",
+              "optim.decay_steps"):
+    _check_number(config, key, 1, optional=True)
+  _check_number(config, "seed", 0, 2**32 - 1)
+  _check_number(config, "optim.lr", 0)
+  _check_number(config, "optim.min_lr", 0, config.optim.lr)
+  _check_number(config, "optim.warmup_steps", 0)
+  _check_number(config, "optim.b1", 0, 1)
+  _check_number(config, "optim.b2", 0, 1)
+  _check_number(config, "optim.eps", 0, low_open=True)
+  _check_number(config, "optim.weight_decay", 0)
+  _check_number(config, "optim.clip_norm", 0, optional=True, low_open=True)
+  _check_number(config, "loss.label_smoothing", 0, 0.999)
+  _check_number(config, "loss.z_loss", 0)
+  _check_number(config, "sample.temperature", 0)
+  _check_number(config, "sample.num_tokens", 0)
+  for key in ("model.init_std", "model.rope_theta", "model.norm_eps"):
+    _check_number(config, key, 0, low_open=True)
+  for key in ("model.num_kv_heads", "model.head_dim", "model.mlp_width"):
+    _check_number(config, key, 1, optional=True)
   t = config.train
-  for name in ("batch_size", "accum_steps", "steps", "log_every", "eval_every",
-               "checkpoint_every"):
-    if getattr(t, name) <= 0:
-      raise ConfigError(f"train.{name}={getattr(t, name)} must be positive")
-  if t.batch_size % t.accum_steps:
-    raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by "
-                      f"train.accum_steps={t.accum_steps}")
-  if config.data.context <= 0:
-    raise ConfigError(f"data.context={config.data.context} must be positive")
-  if config.eval.batch_size <= 0:
-    raise ConfigError(f"eval.batch_size={config.eval.batch_size} must be positive")
-  if config.eval.split not in SPLITS:
-    raise ConfigError(f"eval.split={config.eval.split!r}: expected one of {SPLITS}")
-  o = config.optim
-  if o.lr < 0 or o.min_lr < 0 or o.min_lr > o.lr:
-    raise ConfigError(f"need 0 <= optim.min_lr ({o.min_lr}) <= optim.lr ({o.lr})")
-  if o.warmup_steps < 0:
-    raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be >= 0")
-  if not 0 <= config.loss.label_smoothing < 1:
-    raise ConfigError(f"loss.label_smoothing={config.loss.label_smoothing} must be in [0, 1)")
+  _require(t.batch_size % t.accum_steps == 0,
+           f"train.batch_size={t.batch_size} is not divisible by "
+           f"train.accum_steps={t.accum_steps}")
+  _require(t.nonfinite in ("stop", "skip"),
+           f"train.nonfinite={t.nonfinite!r}: expected 'stop' or 'skip'")
+  _require(config.eval.split in SPLITS,
+           f"eval.split={config.eval.split!r}: expected one of {SPLITS}")
+  _require(config.data.source in sources.SOURCES,
+           f"data.source={config.data.source!r}: expected one of {sources.SOURCES}")
+  _require(config.data.source != "text" or config.data.text_file is not None,
+           "data.source='text' needs data.text_file")
+  fractions = tuple(config.data.split_fractions)
+  _require(all(isinstance(f, (int, float)) and math.isfinite(f) for f in fractions),
+           f"data.split_fractions={fractions} must be finite numbers")
+  sources.split_text("", fractions)  # Checks the shares.
+  _require(config.data.tokenizer in tokenizers.KINDS,
+           f"data.tokenizer={config.data.tokenizer!r}: expected one of "
+           f"{sorted(tokenizers.KINDS)}")
   losses.get(config.loss.name)
-  if config.data.tokenizer not in tokenizers.KINDS:
-    raise ConfigError(f"data.tokenizer={config.data.tokenizer!r}: expected one of "
-                      f"{sorted(tokenizers.KINDS)}")
-  model_config(config, vocab_size=1)  # Validates every model field.
+  model_config(config, vocab_size=1)  # Validates every model field and combination.
 
 
 def load_data(config, workdir: str | None):
@@ -87,10 +128,28 @@ def _loss_fn(config):
                            z_loss=config.loss.z_loss, per_sequence=config.loss.per_sequence)
 
 
-def _check_finite(step: int, values: dict) -> None:
-  for k, v in values.items():
-    if not np.isfinite(v):
-      raise FloatingPointError(f"non-finite {k}={v} at step {step}; no checkpoint written")
+def _first_nonfinite(start_step: int, per_step: list[dict]) -> str:
+  """'step N: loss_sum=nan' for the first step in `per_step` with a non-finite value."""
+  for i, m in enumerate(per_step):
+    if m["nonfinite"]:
+      bad = [f"{k}={v}" for k, v in m.items() if not np.isfinite(v)]
+      return f"step {start_step + i}: {', '.join(bad) or 'non-finite value'}"
+  return "unknown step"
+
+
+def _train_record(per_step: list[dict]) -> dict:
+  """One train-metrics record from per-step metric sums (skipped steps add zeros)."""
+  sums = functools.reduce(metrics.add, per_step)
+  sums.pop("nonfinite")
+  good_steps = sums.pop("steps")
+  grad_norm = sums.pop("grad_norm_sum") / good_steps if good_steps else float("nan")
+  values = metrics.summarize(sums) if sums["weight_sum"] else {"loss": float("nan")}
+  values["grad_norm"] = grad_norm
+  return values
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a non-finite loss or gradient under train.nonfinite='stop'."""
 
 
 def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> dict:
@@ -101,14 +160,27 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
 
   Returns:
     The final evaluation metrics (empty dict if stopped early).
+
+  Raises:
+    UserError: bad config or data, before anything compiles; or a locked workdir.
+    Preempted: SIGTERM/SIGINT arrived; a checkpoint of the last finished step was saved.
+    NonFiniteError: non-finite loss/gradients with train.nonfinite='stop'; nothing saved.
   """
   validate(config)
   mesh = sharding.data_mesh()
   sharding.check_batch(config.train.batch_size // config.train.accum_steps, mesh,
                        "train.batch_size / train.accum_steps")
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
-  tokenizer, tokens = load_data(config, workdir)
-  run_files.write_config(workdir, config)
+  with run_files.WorkdirLock(workdir), preemption.StopRequest() as stop:
+    changes = run_files.check_config_change(workdir, config)
+    tokenizer, tokens = load_data(config, workdir)
+    run_files.write_config(workdir, config)
+    if jax.process_index() == 0:
+      run_files.append_run_info(workdir, run_files.run_info(changes))
+    return _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at)
+
+
+def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
   print(f"model: {decoder.param_count(model_cfg):,} params "
@@ -122,6 +194,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
   loss_fn = _loss_fn(config)
   train_windows = windows.TrainWindows(tokens["train"], context=config.data.context,
                                        batch_size=t.batch_size, seed=config.seed)
+  # The batch of step s is train_windows.batch(s - 1), a pure function of (seed, s); this
+  # records that position so a resumed run can check it reads the same stream.
+  data_state = lambda step: {"seed": config.seed, "examples_seen": step * t.batch_size,
+                             "num_windows": train_windows.num_windows}
 
   rng = jax.random.PRNGKey(config.seed)
   init_rng, state_rng = jax.random.split(rng)
@@ -130,65 +206,90 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
                                               state_rng), out_shardings=replicated)
   abstract_state = jax.eval_shape(init, init_rng)
 
-  mngr = checkpoint.manager(workdir, keep=t.keep_checkpoints)
+  mngr, restored = checkpoint.restore_latest_good(
+      workdir, abstract_state,
+      make_manager=lambda: checkpoint.manager(workdir, keep=t.keep_checkpoints))
   writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
-  restored = checkpoint.restore(mngr, abstract_state)
+  host_pending, skipped = [], 0  # Per-step metrics not yet in a record; skipped steps.
   if restored is None:
     state, start = init(init_rng), 0
   else:
     state, meta = restored
     state = jax.device_put(state, replicated)
     start = int(meta["step"])
+    if meta.get("data") != data_state(start) and not config.allow_config_change:
+      raise ConfigError(f"the checkpoint at step {start} read data {meta.get('data')}, this "
+                        f"run would read {data_state(start)}; pass "
+                        "--config.allow_config_change=True to continue anyway")
+    host_pending, skipped = meta["pending_metrics"], meta["skipped_steps"]
     print(f"resumed from step {start} of {workdir}", flush=True)
   writer.truncate_after(start)
 
-  train_step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer,
-                                         loss_fn=loss_fn, accum_steps=t.accum_steps),
-                       donate_argnames="state")
+  train_step = jax.jit(functools.partial(
+      steps.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn,
+      accum_steps=t.accum_steps, skip_nonfinite=t.nonfinite == "skip",
+      inject_nonfinite_at=t.inject_nonfinite_at), donate_argnames="state")
   eval_fn = functools.partial(evaluation.evaluate_tokens, model=model, loss_fn=loss_fn,
                               context=config.data.context, batch_size=config.eval.batch_size,
                               max_batches=config.eval.max_batches, mesh=mesh)
   schedule = optim.schedule(config.optim, t.steps)
   last = t.steps if stop_at is None else min(stop_at, t.steps)
   progress = Progress(t.steps, tokens_per_step=t.batch_size * config.data.context)
-  pending, wall = [], time.perf_counter()
+  pending, wall, final_eval, step = [], time.perf_counter(), None, start
   for step in range(start + 1, last + 1):
     batch = sharding.put_batch(train_windows.batch(step - 1), mesh)
     state, step_metrics = train_step(state, batch)
-    pending.append(step_metrics)
-    is_last = step == last
-    if step % t.log_every == 0 or step % t.checkpoint_every == 0 or is_last:
-      sums = functools.reduce(metrics.add, jax.device_get(pending))
+    pending.append(step_metrics)  # Stays on device: fetching every step would stall.
+    stopping = step == last or stop.requested is not None
+    save = step % t.checkpoint_every == 0 or stopping
+    record = step % t.log_every == 0 or step == t.steps
+    if record or save:
+      per_step = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
       pending = []
-      values = metrics.summarize(sums)
-      values["grad_norm"] = values.pop("grad_norm_sum") / values.pop("steps")
-      values["learning_rate"] = float(schedule(step - 1))
-      _check_finite(step, values)
+      if t.nonfinite == "stop" and any(m["nonfinite"] for m in per_step):
+        raise NonFiniteError(f"non-finite training values at "
+                             f"{_first_nonfinite(step - len(per_step) + 1, per_step)}; "
+                             "stopped before saving (train.nonfinite='skip' skips such steps)")
+      host_pending += per_step
+    if record:
+      skipped += int(sum(m["nonfinite"] for m in host_pending))
+      values = _train_record(host_pending)
+      values.update(learning_rate=float(schedule(step - 1)), skipped_steps=skipped)
+      host_pending = []
       writer.write(step, "train", values)
       progress.update(step, loss=values["loss"])
-    if step % t.eval_every == 0 or (is_last and stop_at is None):
+    if step % t.eval_every == 0 or (step == t.steps and stop_at is None):
       ev = eval_fn(state["params"], tokens[config.eval.split])
+      final_eval = ev if step == t.steps else None
       writer.write(step, config.eval.split, ev)
       progress.message(f"step {step}: {config.eval.split} loss {ev['loss']:.4f} "
                        f"perplexity {ev['perplexity']:.3f}")
-    if step % t.checkpoint_every == 0 or is_last:
-      checkpoint.save(mngr, step, state, {"step": step, "seed": config.seed}, force=is_last)
+    if save:
+      # Metrics of steps since the last record travel with the checkpoint, so a resumed
+      # run writes the same records as one that never stopped.
+      checkpoint.save(mngr, step, state, {"step": step, "data": data_state(step),
+                                          "pending_metrics": host_pending,
+                                          "skipped_steps": skipped}, force=stopping)
+    if stop.requested is not None:
+      break
   progress.close()
   mngr.wait_until_finished()
   mngr.close()
   writer.close()
-  if stop_at is not None and last < t.steps:
+  if stop.requested is not None:
+    raise preemption.Preempted(step, stop.requested)
+  if last < t.steps:
     return {}
 
-  results = finish(config, workdir, state["params"], model_cfg, tokenizer, tokens, eval_fn)
+  results = finish(config, workdir, state["params"], model_cfg, tokenizer, tokens,
+                   final_eval or eval_fn(state["params"], tokens[config.eval.split]))
   results["train_wall_s"] = time.perf_counter() - wall
   run_files.write_json(f"{workdir}/results.json", results)
   return results
 
 
-def finish(config, workdir, params, model_cfg, tokenizer, tokens, eval_fn) -> dict:
-  """Final evaluation and a text sample, as a JSON-able dict."""
-  ev = eval_fn(params, tokens[config.eval.split])
+def finish(config, workdir, params, model_cfg, tokenizer, tokens, ev: dict) -> dict:
+  """The final evaluation `ev` and a text sample, as a JSON-able dict."""
   prompt = tokenizer.encode(config.sample.prompt)
   ids = sampling.sample(params, model_cfg, prompt, num_tokens=config.sample.num_tokens,
                         temperature=config.sample.temperature,

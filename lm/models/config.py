@@ -51,6 +51,9 @@ class ModelConfig:
     for name in ("vocab_size", "max_len", "num_layers", "num_heads", "width"):
       if getattr(self, name) <= 0:
         raise ConfigError(f"model.{name}={getattr(self, name)} must be positive")
+    for name in ("num_kv_heads", "head_dim", "mlp_width"):
+      if getattr(self, name) is not None and getattr(self, name) <= 0:
+        raise ConfigError(f"model.{name}={getattr(self, name)} must be positive (or None)")
     if self.head_dim is None and self.width % self.num_heads:
       raise ConfigError(f"model.num_heads={self.num_heads} does not divide "
                         f"model.width={self.width} (or set model.head_dim)")
