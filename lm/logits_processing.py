@@ -240,11 +240,13 @@ class Sample:
     logits = logits / self.temperature
     if self.top_k is not None:
       logits = keep_top_k(logits, self.top_k)
-    if self.top_p is not None:
+    # p = 1 keeps everything by definition; skipping it also avoids float32 cumulative sums
+    # reaching 1 before the tail and dropping tokens of tiny probability.
+    if self.top_p is not None and self.top_p < 1:
       logits = keep_top_p(logits, self.top_p)
     if self.min_p is not None and self.min_p > 0:
       logits = keep_min_p(logits, self.min_p)
-    if self.typical_p is not None:
+    if self.typical_p is not None and self.typical_p < 1:
       logits = keep_typical_p(logits, self.typical_p)
     return logits
 
