@@ -287,13 +287,14 @@ def continue_text(model: Model, prompt: Sequence[int], *, num_tokens: int, strat
   max_len = model.max_len
   out, text = [], list(prompt)
   while len(out) < num_tokens:
-    context = text if max_len is None else text[-(max_len if not out else max_len // 2):]
-    room = num_tokens - len(out) if max_len is None else max_len - len(context) + 1
-    new = generate(model, [context], max_new_tokens=min(room, num_tokens - len(out)),
-                   strategy=strategy, rng=jax.random.fold_in(rng, len(out)),
-                   **kwargs).lists()[0]
+    want = num_tokens - len(out)
+    if max_len is not None:
+      text = text[-(max_len if not out else max_len // 2):]
+      want = min(want, max_len - len(text) + 1)
+    new = generate(model, [text], max_new_tokens=want, strategy=strategy,
+                   rng=jax.random.fold_in(rng, len(out)), **kwargs).lists()[0]
     out += new
     text += new
-    if len(new) < min(room, num_tokens - len(out) + len(new)):
+    if len(new) < want:
       break  # Stopped by a stop token or sequence.
   return out

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from lm import checkpoint, evaluation, losses, metrics, optim, run_files, sampling
+from lm import checkpoint, evaluation, generation, losses, metrics, optim, run_files
 from lm import sharding, steps, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
@@ -190,8 +190,8 @@ def finish(config, workdir, params, model_cfg, tokenizer, tokens, eval_fn) -> di
   """Final evaluation and a text sample, as a JSON-able dict."""
   ev = eval_fn(params, tokens[config.eval.split])
   prompt = tokenizer.encode(config.sample.prompt)
-  ids = sampling.sample(params, model_cfg, prompt, num_tokens=config.sample.num_tokens,
-                        temperature=config.sample.temperature,
-                        rng=jax.random.PRNGKey(config.seed))
+  ids = generation.sample_text(params, model_cfg, prompt, num_tokens=config.sample.num_tokens,
+                               temperature=config.sample.temperature,
+                               rng=jax.random.PRNGKey(config.seed))
   return {"split": config.eval.split, **ev,
           "sample": {"prompt": config.sample.prompt, "text": tokenizer.decode(ids)}}
