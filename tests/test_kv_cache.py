@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import decoding
+from lm import decoding, scoring
 from lm.errors import ConfigError
 from lm.models import decoder
 from lm.models.config import ModelConfig
@@ -106,3 +106,15 @@ def test_learned_positions_cannot_run_past_max_len():
   with pytest.raises(ConfigError, match="max_new_tokens"):
     decoding.generate(model, [[1, 2, 3]], max_new_tokens=11)
   decoding.generate(model, [[1, 2, 3]], max_new_tokens=10)  # 3 + 10 - 1 = 12 fits.
+
+
+def test_continuation_logprobs_match_a_full_forward_pass():
+  params = decoder.init_params(SMALL, jax.random.PRNGKey(3))
+  prompt, choices = [4, 5, 6], [[1, 2, 3], [7]]
+  got = scoring.continuation_logprobs(decoder.decoding_model(SMALL, params), prompt, choices)
+  for value, choice in zip(got, choices):
+    seq = prompt + choice
+    logp = jax.nn.log_softmax(decoder.Decoder(SMALL).apply({"params": params},
+                                                           jnp.asarray([seq]))[0][0])
+    want = sum(logp[len(prompt) - 1 + j, t] for j, t in enumerate(choice))
+    np.testing.assert_allclose(value, want, atol=1e-5)
