@@ -1,6 +1,7 @@
 """Decoding library on fake models: strategies against numpy distributions, processors
 against hand-worked examples, stops, beam search, best-of-n, scoring, bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,6 +192,7 @@ def test_sampled_outputs_with_a_fake_model_are_deterministic_and_early_stop():
   traces = []
   counter = _counter_model()
 
+  @chex.assert_max_traces(n=2)  # Prefill and one step, once: a retrace would raise.
   def ttl(tokens, cache):
     traces.append(tokens.shape)
     return counter.tokens_to_logits(tokens, cache)
@@ -203,6 +205,8 @@ def test_sampled_outputs_with_a_fake_model_are_deterministic_and_early_stop():
   assert len(traces) == 2  # Prefill and one step: compiled once.
   np.testing.assert_array_equal(a.tokens, decoding.generate(model, [[0, 1], [2]], **kw).tokens)
   assert all(t[-1] == 5 or len(t) == 8 for t in a.lists() + b.lists())
+  with pytest.raises(AssertionError, match="trace"):  # A new prompt length does retrace.
+    decoding.generate(model, [[0, 1, 2], [2]], **kw)
 
 
 def test_best_of_n_keeps_the_most_likely_sample():
@@ -244,6 +248,18 @@ def test_beam_search_stop_tokens_length_penalty_and_early_stopping():
   np.testing.assert_array_equal(out.tokens[0], [[2, 3, 0, 0], [3, 0, 0, 0]])
   np.testing.assert_array_equal(out.lengths[0], [2, 1])
   np.testing.assert_allclose(out.scores[0], [np.log(0.4 * 0.89999) / 2, np.log(0.05)],
+                             rtol=1e-5)
+
+
+def test_beam_search_without_early_stopping_keeps_looking():
+  model = _table_model(BEAM_TABLE)
+  out = beam_search.beam_search(model, [[0]], beam_size=2, max_new_tokens=4, stop_tokens=[3],
+                                length_penalty=0.0, early_stopping=False, pad_id=0)
+  # [3] (0.05) is in the pool after step 1, but the alive [1, 0] (0.2) could still beat it;
+  # at step 3, [1, 0, 2, 3] (0.2 * 0.4 * 0.9) does, and then nothing alive (<= 0.04) can.
+  np.testing.assert_array_equal(out.tokens[0], [[2, 3, 0, 0], [1, 0, 2, 3]])
+  np.testing.assert_array_equal(out.lengths[0], [2, 4])
+  np.testing.assert_allclose(out.scores[0], np.log([0.4 * 0.89999, 0.5 * 0.4 * 0.4 * 0.89999]),
                              rtol=1e-5)
 
 
