@@ -171,6 +171,7 @@ def decoding_model(cfg: ModelConfig, params, *, kv_cache: bool = True):
   params are a pytree argument of the callback (jax.tree_util.Partial), not a constant
   baked into the compiled loop, so new params of the same shapes reuse the compilation.
   kv_cache=False recomputes the whole sequence at every step (same results, slower).
+  max_len bounds rotary models too: they were trained on sequences of that length.
   """
   from lm import decoding  # Deferred: lm.decoding must not import models, nor models it.
   forward = _CachedForward(cfg) if kv_cache else _FullForward(cfg)
