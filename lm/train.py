@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from lm import checkpoint, evaluation, losses, metrics, optim, run_files, sampling
+from lm import checkpoint, evaluation, generation, losses, metrics, optim, run_files
 from lm import preemption, sharding, steps, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
@@ -281,18 +281,18 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
   if last < t.steps:
     return {}
 
-  results = finish(config, workdir, state["params"], model_cfg, tokenizer, tokens,
+  results = finish(config, state["params"], model_cfg, tokenizer,
                    final_eval or eval_fn(state["params"], tokens[config.eval.split]))
   results["train_wall_s"] = time.perf_counter() - wall
   run_files.write_json(f"{workdir}/results.json", results)
   return results
 
 
-def finish(config, workdir, params, model_cfg, tokenizer, tokens, ev: dict) -> dict:
+def finish(config, params, model_cfg, tokenizer, ev: dict) -> dict:
   """The final evaluation `ev` and a text sample, as a JSON-able dict."""
   prompt = tokenizer.encode(config.sample.prompt)
-  ids = sampling.sample(params, model_cfg, prompt, num_tokens=config.sample.num_tokens,
-                        temperature=config.sample.temperature,
-                        rng=jax.random.PRNGKey(config.seed))
+  ids = generation.sample_text(params, model_cfg, prompt, num_tokens=config.sample.num_tokens,
+                               temperature=config.sample.temperature,
+                               rng=jax.random.PRNGKey(config.seed))
   return {"split": config.eval.split, **ev,
           "sample": {"prompt": config.sample.prompt, "text": tokenizer.decode(ids)}}

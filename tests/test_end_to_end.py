@@ -32,5 +32,5 @@ def test_train_evaluate_sample_on_tiny_shakespeare(tmp_path):
   assert results["loss"] < 4.0  # Uniform over 65 characters would be 4.17.
   stdout = _run("evaluate", f"--workdir={workdir}", "--split=test")
   assert "test: loss" in stdout and os.path.exists(os.path.join(workdir, "eval_test.json"))
-  stdout = _run("sample", f"--workdir={workdir}", "--prompt=ROMEO:", "--num_tokens=20")
-  assert stdout.count("ROMEO:") == 1
+  stdout = _run("sample", f"--workdir={workdir}", "--prompt=ROMEO:", "--max_new_tokens=20")
+  assert "\nROMEO:" in stdout and "tokens/s" in stdout

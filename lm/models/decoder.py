@@ -2,7 +2,12 @@
 
     params = Decoder(cfg).init(rng, tokens)["params"]          # or `init_params` below
     logits, aux = Decoder(cfg).apply({"params": params}, tokens)
+
+For decoding, `decoding_model(cfg, params)` wraps it for `lm.decoding` (a KV cache that is
+passed in and returned; see `init_cache`).
 """
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -18,7 +23,8 @@ class Decoder(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, *, positions=None, segment_ids=None, deterministic: bool = True):
+  def __call__(self, tokens, *, positions=None, segment_ids=None, deterministic: bool = True,
+               cache=None):
     """Forward pass.
 
     Args:
@@ -26,14 +32,19 @@ class Decoder(nn.Module):
       positions: [batch, length] int32; default 0..length-1 on every row.
       segment_ids: [batch, length] int32; tokens only attend within their segment (packing).
       deterministic: False turns dropout on (needs a 'dropout' rng).
+      cache: a KV cache from `init_cache`: tokens continue it (positions and the mask come
+        from the cache; `positions` and `segment_ids` must be None).
 
     Returns:
       logits [batch, length, vocab] float32 and a dict of named intermediates
-      ('hidden': the final normalised residual stream [batch, length, width]).
+      ('hidden': the final normalised residual stream [batch, length, width]; with a cache,
+      'cache': the cache holding these tokens too).
     """
     cfg = self.config
     length = tokens.shape[1]
-    if positions is None:
+    if cache is not None:
+      positions, mask = _cached_positions_and_mask(cache, length)
+    elif positions is None:
       positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens.shape)
     embedding = self.param(
         "embedding",
@@ -47,9 +58,16 @@ class Decoder(nn.Module):
           (cfg.max_len, cfg.width), cfg.storage_dtype)
       x = x + jnp.take(table, positions, axis=0).astype(cfg.compute_dtype)
     x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-    mask = causal_mask(length, segment_ids)
+    if cache is None:
+      mask = causal_mask(length, segment_ids)
+    layers = {}
     for i in range(cfg.num_layers):
-      x = Block(cfg, name=f"block_{i}")(x, positions, mask, deterministic)
+      name = f"block_{i}"
+      if cache is None:
+        x = Block(cfg, name=name)(x, positions, mask, deterministic)
+      else:
+        x, layers[name] = Block(cfg, name=name)(x, positions, mask, deterministic,
+                                                cache["layers"][name], cache["index"])
     hidden = Norm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
       unembed = embedding.T
@@ -61,7 +79,107 @@ class Decoder(nn.Module):
     # A 2-D matmul, as in layers.Dense (faster weight gradients on XLA:CPU).
     logits = hidden.reshape(-1, cfg.width) @ unembed.astype(cfg.compute_dtype)
     logits = logits.reshape(*tokens.shape, cfg.vocab_size)
-    return logits.astype(jnp.float32), {"hidden": hidden}
+    aux = {"hidden": hidden}
+    if cache is not None:
+      aux["cache"] = {**cache, "index": cache["index"] + length, "layers": layers}
+    return logits.astype(jnp.float32), aux
+
+
+# KV cache. Prompts of different lengths are left-padded to one length (see lm.decoding), so
+# every row writes its next token into the same slot and one dynamic_update_slice serves the
+# whole batch. Each row's padding is masked out and its positions count from its first real
+# token, so learned and rotary positions both see exactly what an unpadded forward pass sees.
+
+
+def init_cache(cfg: ModelConfig, start, slots: int):
+  """An empty KV cache for `slots` tokens per row.
+
+  Args:
+    start: [batch] int32, the first real slot of each row (its left-padding length).
+    slots: cache length: the longest prompt plus the tokens to generate.
+
+  Returns:
+    {'index': int32 [] (slots filled so far), 'start': [batch],
+     'layers': {'block_i': {'k', 'v': [batch, slots, kv_heads, head_dim] compute dtype}}}.
+  """
+  shape = (start.shape[0], slots, cfg.kv_heads, cfg.dims_per_head)
+  zeros = lambda: jnp.zeros(shape, cfg.compute_dtype)  # noqa: E731
+  return {"index": jnp.zeros((), jnp.int32), "start": jnp.asarray(start, jnp.int32),
+          "layers": {f"block_{i}": {"k": zeros(), "v": zeros()}
+                     for i in range(cfg.num_layers)}}
+
+
+def _cached_positions_and_mask(cache, length: int):
+  """Positions [batch, length] and mask [batch, 1, length, slots] of tokens continuing `cache`."""
+  slots = cache["layers"]["block_0"]["k"].shape[1]
+  start = cache["start"][:, None]
+  query = cache["index"] + jnp.arange(length, dtype=jnp.int32)  # [length]
+  # Padding slots get position 0 (they are masked as keys and their outputs are unused); a
+  # negative index would read a NaN-filled row of the learned table.
+  positions = jnp.maximum(query[None] - start, 0)
+  key = jnp.arange(slots, dtype=jnp.int32)
+  mask = (key[None, None] <= query[None, :, None]) & (key[None, None] >= start[:, :, None])
+  return positions, mask[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class _CachedForward:
+  """(params, tokens, cache) -> (logits, cache); hashable, so jit reuses its compilation."""
+
+  config: ModelConfig
+
+  def __call__(self, params, tokens, cache):
+    logits, aux = Decoder(self.config).apply({"params": params}, tokens, cache=cache)
+    return logits, aux["cache"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FullForward:
+  """Like _CachedForward with no KV cache: keeps the tokens and reruns the whole sequence.
+
+  The "cache" holds only token ids [batch, slots]; every call runs the model over all slots
+  (padding and unwritten slots masked) and returns the logits of the new ones. For exactness
+  checks and the cached-vs-uncached benchmark.
+  """
+
+  config: ModelConfig
+
+  def __call__(self, params, tokens, cache):
+    index, start = cache["index"], cache["start"]
+    buffer = jax.lax.dynamic_update_slice(cache["tokens"], tokens, (0, index))
+    slot = jnp.arange(buffer.shape[1], dtype=jnp.int32)[None]
+    logits, _ = Decoder(self.config).apply(
+        {"params": params}, buffer, positions=jnp.maximum(slot - start[:, None], 0),
+        segment_ids=(slot >= start[:, None]).astype(jnp.int32))
+    logits = jax.lax.dynamic_slice_in_dim(logits, index, tokens.shape[1], axis=1)
+    return logits, {**cache, "tokens": buffer, "index": index + tokens.shape[1]}
+
+
+@dataclasses.dataclass(frozen=True)
+class _InitCache:
+  config: ModelConfig
+  kv_cache: bool
+
+  def __call__(self, start, slots: int):
+    if self.kv_cache:
+      return init_cache(self.config, start, slots)
+    return {"index": jnp.zeros((), jnp.int32), "start": jnp.asarray(start, jnp.int32),
+            "tokens": jnp.zeros((start.shape[0], slots), jnp.int32)}
+
+
+def decoding_model(cfg: ModelConfig, params, *, kv_cache: bool = True):
+  """The `lm.decoding.Model` of a Decoder: its tokens_to_logits callback and cache maker.
+
+  params are a pytree argument of the callback (jax.tree_util.Partial), not a constant
+  baked into the compiled loop, so new params of the same shapes reuse the compilation.
+  kv_cache=False recomputes the whole sequence at every step (same results, slower).
+  max_len bounds rotary models too: they were trained on sequences of that length.
+  """
+  from lm import decoding  # Deferred: lm.decoding must not import models, nor models it.
+  forward = _CachedForward(cfg) if kv_cache else _FullForward(cfg)
+  return decoding.Model(tokens_to_logits=jax.tree_util.Partial(forward, params),
+                        init_cache=_InitCache(cfg, kv_cache), max_len=cfg.max_len,
+                        vocab_size=cfg.vocab_size)
 
 
 def abstract_params(cfg: ModelConfig):

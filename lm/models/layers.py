@@ -100,8 +100,14 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, deterministic: bool):
-    """x: [batch, length, width]; positions: [batch, length]; mask: [batch, 1, q, k] bool."""
+  def __call__(self, x, positions, mask, deterministic: bool, cache=None, cache_index=None):
+    """x: [batch, length, width]; positions: [batch, length]; mask: [batch, 1, q, k] bool.
+
+    Decoding passes `cache` {'k', 'v': [batch, slots, kv_heads, head_dim]} holding the keys
+    and values of earlier tokens: this call's are written at slots cache_index (int32 scalar)
+    onward, attention covers every slot (mask: [batch, 1, length, slots]) and the call
+    returns (out, new cache). Without a cache it returns out, as in training.
+    """
     cfg = self.config
     h, kv, d = cfg.num_heads, cfg.kv_heads, cfg.dims_per_head
     dense = functools.partial(Dense, config=cfg, in_axes=("embed",), std=cfg.init_std)
@@ -110,6 +116,11 @@ class Attention(nn.Module):
     v = dense(features=(kv, d), out_axes=("kv_heads", "head_dim"), name="value")(x)
     if cfg.position == "rope":
       q, k = rotary(q, positions, cfg.rope_theta), rotary(k, positions, cfg.rope_theta)
+    if cache is not None:
+      start = (0, cache_index, 0, 0)
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+      cache = {"k": k, "v": v}
     b, t = x.shape[:2]
     q = q.reshape(b, t, kv, h // kv, d) * d**-0.5
     logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32)
@@ -118,8 +129,9 @@ class Attention(nn.Module):
     probs = nn.Dropout(cfg.dropout)(probs, deterministic=deterministic)
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, t, h, d)
     residual_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
-    return Dense(features=(cfg.width,), in_axes=("heads", "head_dim"), out_axes=("embed",),
-                 config=cfg, std=residual_std, name="out")(out)
+    out = Dense(features=(cfg.width,), in_axes=("heads", "head_dim"), out_axes=("embed",),
+                config=cfg, std=residual_std, name="out")(out)
+    return out if cache is None else (out, cache)
 
 
 class Mlp(nn.Module):
@@ -147,14 +159,18 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, deterministic: bool):
+  def __call__(self, x, positions, mask, deterministic: bool, cache=None, cache_index=None):
+    """Returns x, or (x, new cache) when given an attention `cache` (see Attention)."""
     cfg = self.config
     drop = nn.Dropout(cfg.dropout)
     y = Attention(cfg, name="attention")(Norm(cfg, name="attention_norm")(x), positions, mask,
-                                         deterministic)
+                                         deterministic, cache, cache_index)
+    if cache is not None:
+      y, cache = y
     x = x + drop(y, deterministic=deterministic)
     y = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
-    return x + drop(y, deterministic=deterministic)
+    x = x + drop(y, deterministic=deterministic)
+    return x if cache is None else (x, cache)
 
 
 def causal_mask(length: int, segment_ids=None):
