@@ -185,7 +185,7 @@ def decoding_model(cfg: ModelConfig, params, *, kv_cache: bool = True):
 def abstract_params(cfg: ModelConfig):
   """Shapes, dtypes and logical axis names of the params, without allocating them."""
   tokens = jax.ShapeDtypeStruct((1, cfg.max_len), jnp.int32)
-  return jax.eval_shape(lambda: Decoder(cfg).init(jax.random.key(0), tokens))["params"]
+  return jax.eval_shape(lambda t: Decoder(cfg).init(jax.random.key(0), t), tokens)["params"]
 
 
 def init_params(cfg: ModelConfig, rng):
