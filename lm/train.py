@@ -89,10 +89,7 @@ def validate(config) -> None:
            f"data.source={config.data.source!r}: expected one of {sources.SOURCES}")
   _require(config.data.source != "text" or config.data.text_file is not None,
            "data.source='text' needs data.text_file")
-  fractions = tuple(config.data.split_fractions)
-  _require(all(isinstance(f, (int, float)) and math.isfinite(f) for f in fractions),
-           f"data.split_fractions={fractions} must be finite numbers")
-  sources.split_text("", fractions)  # Checks the shares.
+  sources.split_text("", tuple(config.data.split_fractions))  # Checks the shares.
   _require(config.data.tokenizer in tokenizers.KINDS,
            f"data.tokenizer={config.data.tokenizer!r}: expected one of "
            f"{sorted(tokenizers.KINDS)}")

@@ -1,11 +1,10 @@
 """Property-based tests: readers and config validation raise only the project's errors."""
 
-import math
 import os
 import tempfile
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from configs import shakespeare_char
 from lm import train
@@ -14,7 +13,7 @@ from lm.errors import UserError
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+                                       HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 BASE = shakespeare_char.get_config("smoke")
 
@@ -71,7 +70,7 @@ def test_validate_raises_only_user_errors(values):
     try:
       _set(config, key, value)
     except TypeError:
-      return  # Rejected at override time by ml_collections, as on the command line.
+      assume(False)  # Rejected at override time by ml_collections, as on the command line.
   try:
     train.validate(config)
   except UserError as e:

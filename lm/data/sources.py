@@ -1,5 +1,6 @@
 """Raw text of a split, by source name: a TFDS dataset or a local UTF-8 file."""
 
+import math
 import os
 
 from lm.data import tiny_shakespeare
@@ -62,7 +63,8 @@ def split_text(text: str, fractions: tuple[float, float, float]) -> dict[str, st
   int(rest * f_val / (f_val + f_test)), so validation takes the floor and test the
   remainder. With (0.9, 0.05, 0.05) this is the stock tiny_shakespeare arithmetic.
   """
-  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+  if (len(fractions) != 3 or not all(math.isfinite(f) for f in fractions)
+      or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6):
     raise ConfigError(f"split_fractions={tuple(fractions)}: need three shares >= 0 summing to 1")
   f_train, f_val, f_test = fractions
   i = int(len(text) * f_train)

@@ -11,7 +11,7 @@ from typing import Iterator
 import grain
 import numpy as np
 
-from lm.errors import DataError
+from lm.errors import ConfigError, DataError
 
 PAD_ID = 0
 
@@ -28,6 +28,9 @@ class TrainWindows:
   def __init__(self, tokens: np.ndarray, *, context: int, batch_size: int, seed: int,
                split: str = "train"):
     """Args: tokens [n] int; context, batch_size > 0; seed >= 0; split names errors."""
+    _check_sizes(context, batch_size)
+    if not 0 <= seed < 2**32:
+      raise ConfigError(f"seed={seed} must be in [0, 2**32)")
     tokens = np.asarray(tokens, np.int32)
     if tokens.ndim != 1:
       raise DataError(f"split {split!r}: expected a 1-D token array, got shape {tokens.shape}")
@@ -59,6 +62,13 @@ def _shuffle_seed(seed: int) -> int:
   return int(np.random.SeedSequence(seed).generate_state(1)[0])
 
 
+def _check_sizes(context: int, batch_size: int) -> None:
+  if context < 1:
+    raise ConfigError(f"context={context} must be positive")
+  if batch_size < 1:
+    raise ConfigError(f"batch_size={batch_size} must be positive")
+
+
 def num_eval_tokens(tokens: np.ndarray) -> int:
   """Number of scored target tokens in `tokens` [n]: every token after the first."""
   return max(len(tokens) - 1, 0)
@@ -72,6 +82,7 @@ def eval_batches(tokens: np.ndarray, *, context: int,
   last window and the last batch are padded with `PAD_ID` at weight 0, so every batch has
   the static shape [batch_size, context] (one compiled eval step).
   """
+  _check_sizes(context, batch_size)
   tokens = np.asarray(tokens, np.int32)
   n = len(tokens)
   if n < 2:
