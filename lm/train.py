@@ -232,12 +232,15 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
   schedule = optim.schedule(config.optim, t.steps)
   last = t.steps if stop_at is None else min(stop_at, t.steps)
   progress = Progress(t.steps, tokens_per_step=t.batch_size * config.data.context)
-  pending, wall, final_eval, step = [], time.perf_counter(), None, start
+  pending, wall, final_eval, step, signal_name = [], time.perf_counter(), None, start, None
   for step in range(start + 1, last + 1):
     batch = sharding.put_batch(train_windows.batch(step - 1), mesh)
     state, step_metrics = train_step(state, batch)
     pending.append(step_metrics)  # Stays on device: fetching every step would stall.
-    stopping = step == last or stop.requested is not None
+    # Read the signal flag once per step: a signal arriving later in this iteration is
+    # handled after the next step, which then saves (never "stopped" without a save).
+    signal_name = stop.requested
+    stopping = step == last or signal_name is not None
     save = step % t.checkpoint_every == 0 or stopping
     record = step % t.log_every == 0 or step == t.steps
     if record or save:
@@ -267,14 +270,14 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
       checkpoint.save(mngr, step, state, {"step": step, "data": data_state(step),
                                           "pending_metrics": host_pending,
                                           "skipped_steps": skipped}, force=stopping)
-    if stop.requested is not None:
+    if stopping:
       break
   progress.close()
   mngr.wait_until_finished()
   mngr.close()
   writer.close()
-  if stop.requested is not None:
-    raise preemption.Preempted(step, stop.requested)
+  if signal_name is not None and step < t.steps:
+    raise preemption.Preempted(step, signal_name)
   if last < t.steps:
     return {}
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics, run_files, train
+from lm import checkpoint, metrics, preemption, run_files, train
 from lm.errors import ConfigError, UserError
 
 # A run long enough (a few seconds) that kills land in training, not only in start-up.
@@ -161,3 +161,24 @@ def test_torn_metrics_line_from_a_kill_is_dropped(tmp_path):
     f.write('{"step": 15, "spl')  # Killed mid-write.
   writer.truncate_after(10)
   assert [r["step"] for r in metrics.read(str(tmp_path))] == [5, 10]
+
+
+def test_signal_after_the_save_decision_still_saves(smoke_config, tmp_path, monkeypatch):
+  # Regression: a SIGTERM landing after a step had decided not to save used to exit 75
+  # with no checkpoint. Deliver it while the step-5 metrics record is being written.
+  straight, preempted = str(tmp_path / "straight"), str(tmp_path / "preempted")
+  train.train_and_evaluate(smoke_config, straight)
+  write = metrics.Writer.write
+
+  def write_then_signal(self, step, split, values):
+    write(self, step, split, values)
+    if step == 5 and split == "train":
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(metrics.Writer, "write", write_then_signal)
+  with pytest.raises(preemption.Preempted, match="after saving step 6"):
+    train.train_and_evaluate(smoke_config, preempted)
+  monkeypatch.setattr(metrics.Writer, "write", write)
+  assert checkpoint.manager(preempted).latest_step() == 6
+  train.train_and_evaluate(smoke_config, preempted)
+  _assert_same_run(straight, preempted)
