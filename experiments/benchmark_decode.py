@@ -3,7 +3,7 @@ r"""Decode tokens/s with and without the KV cache, batch 1 and 8, 256 new tokens
   ./launch.sh benchmark_decode --config=configs/shakespeare_char.py:gpu
 
 The cached path must be at least 5x faster than recomputing the full context; the numbers
-measured on a 2-core CPU are in docs/decoding.md.
+measured on a 2-core CPU are in the README (Decoding).
 """
 
 import dataclasses
