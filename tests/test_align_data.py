@@ -113,11 +113,14 @@ def test_truncation_policies_are_counted_or_loud():
   encoded, counts = instruct.encode_examples(long + short, TOK, TEMPLATE, context=48,
                                              truncation="truncate")
   assert counts == {"examples": 2, "truncated": 1, "dropped": 0}
-  assert len(encoded[0][0]) == 49
-  # Cut before any response token: dropped, and counted.
-  _, counts = instruct.encode_examples(long + short, TOK, TEMPLATE, context=32,
-                                       truncation="truncate")
-  assert counts == {"examples": 1, "truncated": 0, "dropped": 1}
+  tokens, trained = encoded[0]
+  assert len(tokens) == 24 + 11 and trained[1:].sum() == 11  # context // 2 prompt tokens.
+  # A prompt longer than the context loses its start; the response is kept.
+  encoded, counts = instruct.encode_examples(long + short, TOK, TEMPLATE, context=32,
+                                             truncation="truncate")
+  assert counts == {"examples": 2, "truncated": 1, "dropped": 0}
+  tokens, trained = encoded[0]
+  assert len(tokens) == 16 + 11 and trained[1:].sum() == 11  # Response: "y" * 10, <eos>.
 
 
 def test_alpaca_and_chat_files(tmp_path):

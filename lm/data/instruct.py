@@ -130,8 +130,8 @@ def encode_examples(examples, tokenizer, template: ChatTemplate, *, context: int
   """Encodes and fits examples to `context + 1` tokens (inputs and targets of `context`).
 
   truncation: what to do with a longer example: 'error' (DataError naming it), 'drop'
-  (skip it) or 'truncate' (keep its first context + 1 tokens; dropped if no response token
-  is left). Returns (list of (tokens, trained), counts {'examples', 'truncated', 'dropped'}).
+  (skip it) or 'truncate' (keep context + 1 tokens starting at most context // 2 tokens
+  before the first response token: long prompts lose their start, long responses their end). Returns (list of (tokens, trained), counts {'examples', 'truncated', 'dropped'}).
   """
   if truncation not in TRUNCATION:
     raise ConfigError(f"align.truncation={truncation!r}: expected one of {TRUNCATION}")
@@ -142,10 +142,12 @@ def encode_examples(examples, tokenizer, template: ChatTemplate, *, context: int
       if truncation == "error":
         raise DataError(f"{where}: {len(tokens)} tokens, longer than data.context + 1 = "
                         f"{context + 1} (set align.truncation to 'drop' or 'truncate')")
-      if truncation == "drop" or not trained[1:context + 1].any():
+      if truncation == "drop":
         dropped += 1
         continue
-      tokens, trained = tokens[:context + 1], trained[:context + 1]
+      # Keep at most context // 2 tokens before the first response token, then cut the end.
+      start = max(0, int(np.argmax(trained[1:])) + 1 - context // 2)
+      tokens, trained = tokens[start:start + context + 1], trained[start:start + context + 1]
       truncated += 1
     out.append((tokens, trained))
   if not out:
