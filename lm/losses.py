@@ -251,6 +251,36 @@ def preference(*, logits, targets, weights, reference_logprobs=None, name: str, 
   }
 
 
+def bradley_terry(*, logits, targets, weights):
+  """Reward-model loss -log sigmoid(r(y_w) - r(y_l)) (Bradley & Terry 1952; Ouyang et al. 2022).
+
+  Args:
+    logits: [2 * pairs, length] scalar rewards at every position (`lm.reward.RewardModel`);
+      a sequence's reward is the one at its last weighted position. Rows 2i / 2i + 1 are the
+      chosen / rejected sequences of pair i, as in `preference`.
+    targets: unused (the signature of the train step's loss).
+    weights: [2 * pairs, length]; 1 on response tokens. A pair whose chosen row has no
+      weight is padding.
+
+  Returns:
+    Scalar sums over real pairs: 'loss_sum', 'weight_sum' (pairs), 'accuracy_sum' (chosen
+    scored higher; a tie counts 1/2), 'chosen_reward_sum', 'rejected_reward_sum',
+    'margin_sum'.
+  """
+  del targets
+  weights = weights.astype(jnp.float32)
+  last = weights.shape[1] - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=1)
+  reward = jnp.take_along_axis(logits.astype(jnp.float32), last[:, None], axis=1)[:, 0]
+  reward = reward.reshape(-1, 2)
+  real = (weights.reshape(-1, 2, weights.shape[1])[:, 0].sum(-1) > 0).astype(jnp.float32)
+  margin = reward[:, 0] - reward[:, 1]
+  hit = jnp.where(margin > 0, 1.0, jnp.where(margin == 0, 0.5, 0.0))
+  total = lambda x: (x * real).sum()  # noqa: E731
+  return {"loss_sum": total(-jax.nn.log_sigmoid(margin)), "weight_sum": real.sum(),
+          "accuracy_sum": total(hit), "chosen_reward_sum": total(reward[:, 0]),
+          "rejected_reward_sum": total(reward[:, 1]), "margin_sum": total(margin)}
+
+
 LOSSES = {"cross_entropy": cross_entropy}
 
 

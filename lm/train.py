@@ -87,7 +87,8 @@ def validate(config) -> None:
            f"eval.split={config.eval.split!r}: expected one of {SPLITS}")
   _require(config.data.source in sources.SOURCES,
            f"data.source={config.data.source!r}: expected one of {sources.SOURCES}")
-  _require(config.data.source != "text" or config.data.text_file is not None,
+  _require(config.data.source != "text" or config.data.text_file is not None
+           or config.stage != "pretrain",
            "data.source='text' needs data.text_file")
   fractions = tuple(config.data.split_fractions)
   _require(all(isinstance(f, (int, float)) and math.isfinite(f) for f in fractions),
