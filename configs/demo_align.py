@@ -41,11 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample.num_tokens = 8
   c.sample.temperature = 0.0
   if stage == "pretrain":
-    c.train.batch_size, c.train.steps = 32, 300
-    c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 3e-3, 3e-4, 30
+    c.train.batch_size, c.train.steps = 32, 1500
+    c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 1e-3, 1e-4, 30
     c.eval.max_batches = 4
   elif stage == "sft":
-    c.train.batch_size, c.train.steps = 32, 800
+    c.train.batch_size, c.train.steps = 32, 2000
     c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 1e-3, 1e-4, 50  # 3e-3 fails to learn.
   elif stage == "dpo":
     c.align.packing = False

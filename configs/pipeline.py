@@ -50,26 +50,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.align.truncation = "truncate"
   c.optim.weight_decay = 0.0 if stage != "pretrain" else 0.1
   c.train.log_every = 5 if smoke else 25
-  c.train.eval_every = 10 if smoke else 100
-  c.train.checkpoint_every = 10 if smoke else 100
+  c.train.eval_every = 10 if smoke else 50
+  c.train.checkpoint_every = 10 if smoke else 50
   c.eval.batch_size = 8 if smoke else 32
   c.sample.prompt = "### Instruction:\nWho are you?\n\n### Response:\n"
   c.sample.num_tokens = 32 if smoke else 120
   if stage == "pretrain":
     c.sample.prompt = "\n"
-    c.train.batch_size, c.train.steps = (8, 20) if smoke else (16, 1500)
+    c.train.batch_size, c.train.steps = (8, 20) if smoke else (16, 400)
     c.optim.lr, c.optim.warmup_steps = 1e-3, 5 if smoke else 100
     c.eval.max_batches = 4 if smoke else 20
   elif stage == "sft":
     c.align.train_file = os.path.join(SHARED, "instruct", "alpaca_en_demo.json")
     c.align.packing = True
-    c.train.batch_size, c.train.steps = (4, 10) if smoke else (8, 300)
+    c.train.batch_size, c.train.steps = (4, 10) if smoke else (8, 200)
     c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 3e-4, 3e-5, 2 if smoke else 20
   else:  # dpo, reward
     c.align.train_file = os.path.join(SHARED, "preference", "dpo_en_demo.jsonl")
     c.align.loss = "dpo"
     c.align.beta = 0.1
-    c.train.batch_size, c.train.steps = (4, 10) if smoke else (8, 100)
-    c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 1e-5 if stage == "dpo" else 1e-4, 1e-6, 2 if smoke else 10
+    c.train.batch_size, c.train.steps = (4, 10) if smoke else (8, 60)
+    c.optim.lr = 1e-5 if stage == "dpo" else 1e-4
+    c.optim.min_lr, c.optim.warmup_steps = 1e-6, 2 if smoke else 10
     c.eval.batch_size = 4 if smoke else 8
   return common.lock(c)

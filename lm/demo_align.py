@@ -38,7 +38,14 @@ def write_data(root: str, seed: int = 0) -> dict:
   paths = {k: os.path.join(root, f"{k}") for k in
            ("corpus.txt", "sft_train.jsonl", "sft_eval.jsonl", "pref_train.jsonl",
             "pref_eval.jsonl")}
-  corpus = " ".join(_word(rng) for _ in range(40_000))
+  # Pretraining text: words, and words followed by their mirror image ('abc|cba'), so the
+  # pretrained model has seen reversal but never the 'rev:...=' instruction format.
+  # (Pretraining on random words alone left a model SFT could not teach in 800 steps.)
+  lines = []
+  for _ in range(8000):
+    w = _word(rng)
+    lines.append(f"{w}|{w[::-1]}" if rng.random() < 0.5 else f"{w} {_word(rng)}")
+  corpus = "\n".join(lines)
   with open(paths["corpus.txt"], "w") as f:
     f.write(corpus)
 
