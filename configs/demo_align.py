@@ -5,7 +5,15 @@ Task: 'rev:abc=' -> 'cba' plus a closing mark. In the instruction data the mark 
 learn to reverse (held-out exact match), and DPO must move the 50/50 choice of mark to '.'
 (held-out preference accuracy) while the reversal, and the KL to the SFT model, stay small.
 
-  ./launch.sh demo_align --workdir=runs/demo     # All stages, about 5 minutes on 2 CPU cores.
+  ./launch.sh demo_align --workdir=runs/demo     # All stages, 2 min 15 s on 2 CPU cores.
+
+Measured (held out: 200 words never seen in training; `<workdir>/demo.json`):
+  pretrain  validation loss 2.007 nats/byte (1500 steps)
+  sft       exact match 1.000 (greedy; reversal then one mark), 2000 steps
+  dpo       preference accuracy 0.50 -> 1.000 (implicit reward; ties count 1/2), policy
+            log-prob accuracy 0.64 -> 0.915, greedy answers ending in '.' 0.64 -> 0.915,
+            exact match 1.000 -> 0.965, KL to the SFT model 0.040 nats per response token
+  reward    held-out pairwise accuracy 1.000
 
 `lm.demo_align.run` writes the data into the workdir and fills in align.train_file,
 align.eval_file and init_from; variants: pretrain, sft, dpo, reward (':VARIANT').

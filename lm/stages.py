@@ -195,7 +195,8 @@ def token_kl(model, params, reference, rows: dict, *, batch_size: int, mesh) -> 
 
 def _dpo(config, workdir, tokenizer, model, init_params, init_rng, mesh) -> Stage:
   rows, counts = pair_rows(config, tokenizer)
-  reference = init_params(init_rng)
+  # A host copy: the train step donates the state, which may hold the starting buffers.
+  reference = jax.tree.map(np.array, init_params(init_rng))
   batch_rows = 2 * config.eval.batch_size
   if config.align.loss not in losses.REFERENCE_FREE:
     path = os.path.join(workdir, "reference_logprobs.npz")

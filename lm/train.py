@@ -236,9 +236,9 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
     data_state = lambda step: {"seed": config.seed, "stage": config.stage,
                                "examples_seen": step * t.batch_size,
                                "num_examples": stage.batches.num_examples}
-    init = jax.jit(lambda params: steps.create_state(params, optimizer, state_rng),
-                   out_shardings=replicated)
-    init = functools.partial(lambda f, r: f(stage.init_params(r)), init)
+    create = jax.jit(lambda params: steps.create_state(params, optimizer, state_rng),
+                     out_shardings=replicated)
+    init = lambda r: create(stage.init_params(r))
   abstract_state = jax.eval_shape(init, init_rng)
 
   mngr, restored = checkpoint.restore_latest_good(

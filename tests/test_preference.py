@@ -138,3 +138,18 @@ def test_padding_pairs_count_nowhere():
 def test_unknown_loss_is_a_config_error():
   with pytest.raises(losses.ConfigError, match="unknown preference loss"):
     losses.get_preference("dpoo")
+
+
+def test_bradley_terry_reads_the_last_response_position():
+  rewards = jnp.array([[9.0, 2.0, 9.0], [9.0, 0.5, 9.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+  weights = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+  sums = losses.bradley_terry(logits=rewards, targets=None, weights=weights)
+  # Pair 0: r_w = 2.0, r_l = 0.5; pair 1 is padding.
+  np.testing.assert_allclose(sums["loss_sum"], -math.log(_sig(1.5)), rtol=1e-6)
+  assert float(sums["weight_sum"]) == 1.0 and float(sums["accuracy_sum"]) == 1.0
+  np.testing.assert_allclose(sums["margin_sum"], 1.5)
+  grad = jax.grad(lambda r: losses.bradley_terry(logits=r, targets=None,
+                                                 weights=weights)["loss_sum"])(rewards)
+  expect = np.zeros((4, 3))
+  expect[0, 1], expect[1, 1] = -_sig(-1.5), _sig(-1.5)
+  np.testing.assert_allclose(grad, expect, rtol=1e-6, atol=1e-8)
