@@ -5,7 +5,7 @@ Task: 'rev:abc=' -> 'cba' plus a closing mark. In the instruction data the mark 
 learn to reverse (held-out exact match), and DPO must move the 50/50 choice of mark to '.'
 (held-out preference accuracy) while the reversal, and the KL to the SFT model, stay small.
 
-  ./launch.sh demo_align --workdir=runs/demo     # All stages, 2 min 15 s on 2 CPU cores.
+  ./launch.sh demo_align --workdir=runs/demo     # All stages: 1 min 33 s on 2 CPU cores.
 
 Measured (held out: 200 words never seen in training; `<workdir>/demo.json`):
   pretrain  validation loss 2.007 nats/byte (1500 steps)

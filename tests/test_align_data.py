@@ -220,3 +220,13 @@ def test_real_files_load_and_encode():
   _, counts = preference.encode_pairs(pairs[:20], TOK, TEMPLATE, context=256,
                                       truncation="truncate")
   assert counts["pairs"] + counts["dropped"] == 20
+
+
+def test_a_character_outside_the_vocabulary_names_the_example():
+  tok = tokenizers.CharTokenizer("abcQA =\n")
+  template = instruct.ChatTemplate(bos="", system="{content}", user="Q {content}\n",
+                                   assistant="A {content}\n")
+  examples = [("f.jsonl:line 7", [{"role": "user", "content": "abc"},
+                                  {"role": "assistant", "content": "xyz"}])]
+  with pytest.raises(DataError, match="f.jsonl:line 7: character 'x'"):
+    instruct.encode_examples(examples, tok, template, context=32, truncation="error")

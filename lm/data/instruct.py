@@ -115,7 +115,10 @@ def encode_example(where: str, messages, tokenizer, template: ChatTemplate):
   """
   tokens, trained = [], []
   for text, is_response in template.render(messages):
-    ids = encode_text(tokenizer, text)
+    try:
+      ids = encode_text(tokenizer, text)
+    except DataError as e:  # E.g. a character outside a character vocabulary.
+      raise DataError(f"{where}: {e}") from None
     tokens += ids
     trained += [is_response] * len(ids)
   # Position 0 is never a target, so a trained first token alone trains nothing.

@@ -96,9 +96,12 @@ def encode_pairs(pairs, tokenizer, template: instruct.ChatTemplate, *, context: 
   limit = context + 1
   encoded, truncated, dropped = [], 0, 0
   for pair in pairs:
-    prompt, after = _prompt_and_suffix(pair, tokenizer, template)
-    responses = [instruct.encode_text(tokenizer, pair[k] + after)
-                 for k in ("chosen", "rejected")]
+    try:
+      prompt, after = _prompt_and_suffix(pair, tokenizer, template)
+      responses = [instruct.encode_text(tokenizer, pair[k] + after)
+                   for k in ("chosen", "rejected")]
+    except DataError as e:  # E.g. a character outside a character vocabulary.
+      raise DataError(f"{pair['where']}: {e}") from None
     longest = len(prompt) + max(len(r) for r in responses)
     if longest > limit:
       if truncation == "error":
