@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split_fractions = (0.9, 0.05, 0.05)  # For source 'text': train/validation/test shares.
   c.data.tokenizer = "char"  # 'char' (vocabulary of the training split) or 'byte' (UTF-8).
   c.data.context = 64  # Tokens per training window (the model's maximum length).
+  c.data.special_tokens = ("<bos>", "<eos>", "<pad>")  # Byte tokenizer only: special tokens (ids 256...), e.g. chat-template markers.
 
   c.model = ml_collections.ConfigDict()  # Fields of lm.models.config.ModelConfig.
   c.model.num_layers = 4  # Transformer blocks.

@@ -49,7 +49,8 @@ def load_start(config, workdir: str):
     if config.data.tokenizer != "byte" and not os.path.exists(path):
       raise ConfigError(f"stage {config.stage!r} without init_from needs data.tokenizer='byte'")
     tokenizer = (tokenizers.load(path) if os.path.exists(path)
-                 else tokenizers.build("byte", ""))
+                 else tokenizers.build("byte", "",
+                                       special_tokens=tuple(config.data.special_tokens)))
     tokenizers.save(tokenizer, path)
     return tokenizer, None
   if not os.path.isdir(config.init_from):

@@ -127,7 +127,8 @@ def load_data(config, workdir: str | None):
   if path and os.path.exists(path):
     tokenizer = tokenizers.load(path)  # A resumed run must keep its vocabulary.
   else:
-    tokenizer = tokenizers.build(d.tokenizer, texts["train"])
+    tokenizer = tokenizers.build(d.tokenizer, texts["train"],
+                                 special_tokens=tuple(d.special_tokens))
     if path:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import demo_align, pipeline
-from lm import metrics, train
+from lm import metrics, tokenizers, train
+from lm.data import instruct
 from lm.errors import ConfigError
 
 
@@ -25,6 +26,7 @@ def pretrained(tmp_path_factory):
   (root / "corpus.txt").write_text(" ".join(words * 20))
   c = pipeline.get_config("pretrain_smoke")
   c.data.text_file = str(root / "corpus.txt")
+  c.data.special_tokens = ("<bos>", "<eos>", "<pad>", "<|user|>", "<|assistant|>")
   c.train.steps = 10
   train.train_and_evaluate(c, str(root / "pretrain"))
   files = {
@@ -48,7 +50,12 @@ def _config(variant, pretrained, train_file):
 
 def test_sft_trains_from_init_from(pretrained, tmp_path):
   c = _config("sft_smoke", pretrained, pretrained[1]["sft"])
+  c.align.template.user = "<|user|>{content}\n"
+  c.align.template.assistant = "<|assistant|>{content}<eos>"
   results = train.train_and_evaluate(c, str(tmp_path / "sft"))
+  tokenizer = tokenizers.load(str(tmp_path / "sft" / "tokenizer.json"))
+  # The template's markers are the pretrained vocabulary's special tokens, one id each.
+  assert instruct.encode_text(tokenizer, "<|user|>ab<|assistant|>") == [259, 97, 98, 260]
   assert results["stage"] == "sft" and np.isfinite(results["loss"])
   assert results["data_counts"]["train"]["examples"] == 48
   assert results["data_counts"]["eval"]["examples"] == 12
