@@ -22,6 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds params init, dropout and the data order.
   c.allow_config_change = False  # Resume a workdir whose saved config differs from this one.
 
+  c.stage = "pretrain"  # 'pretrain' (text windows), 'sft', 'dpo' (any preference loss) or 'reward'.
+  c.init_from = ml_collections.FieldReference(None, field_type=str)  # Workdir whose latest params (and tokenizer) start this run; None: fresh init.
+
   c.data = ml_collections.ConfigDict()
   c.data.source = "tiny_shakespeare"  # 'tiny_shakespeare' (TFDS, TF-free) or 'text' (a file).
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
@@ -30,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split_fractions = (0.9, 0.05, 0.05)  # For source 'text': train/validation/test shares.
   c.data.tokenizer = "char"  # 'char' (vocabulary of the training split) or 'byte' (UTF-8).
   c.data.context = 64  # Tokens per training window (the model's maximum length).
+  c.data.special_tokens = ("<bos>", "<eos>", "<pad>")  # Byte tokenizer only: special tokens (ids 256...), e.g. chat-template markers.
 
   c.model = ml_collections.ConfigDict()  # Fields of lm.models.config.ModelConfig.
   c.model.num_layers = 4  # Transformer blocks.
@@ -83,6 +87,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.split = "validation"  # Split scored during and after training.
   c.eval.batch_size = 64  # Windows per eval batch.
   c.eval.max_batches = ml_collections.FieldReference(None, field_type=int)  # None: the whole split.
+
+  c.align = ml_collections.ConfigDict()  # Stages 'sft', 'dpo', 'reward' (see lm.stages).
+  c.align.train_file = ml_collections.FieldReference(None, field_type=str)  # JSON/JSONL: Alpaca or 'messages' (sft); prompt/chosen/rejected or HH (dpo, reward).
+  c.align.eval_file = ml_collections.FieldReference(None, field_type=str)  # Held-out file; None: hold out align.eval_fraction of train_file.
+  c.align.eval_fraction = 0.1  # Share of train_file held out (fixed order) when eval_file is None.
+  c.align.packing = False  # sft: pack several examples per row (segment-masked attention).
+  c.align.truncation = "error"  # Longer than data.context: 'error', 'drop' (counted) or 'truncate' (counted).
+  c.align.loss = "dpo"  # dpo: a loss in lm.losses.PREFERENCE_LOSSES.
+  c.align.beta = 0.1  # dpo: beta (IPO: tau; ORPO: lambda; SimPO: reward scale).
+  c.align.label_smoothing = 0.0  # cdpo / robust_dpo: assumed label-flip rate eps.
+  c.align.gamma = 0.0  # simpo: target reward margin.
+  c.align.template = ml_collections.ConfigDict()  # Chat template; '{content}' marks the message.
+  c.align.template.bos = ""  # Text before the first turn ('<bos>' for the byte tokenizer).
+  c.align.template.system = "{content}\n\n"  # A system message.
+  c.align.template.user = "### Instruction:\n{content}\n\n"  # A user message.
+  c.align.template.assistant = "### Response:\n{content}\n\n"  # Before '{content}': prompt; the rest is trained.
 
   c.sample = ml_collections.ConfigDict()
   c.sample.prompt = "\n"  # Text the sample after training continues.

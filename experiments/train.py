@@ -33,10 +33,15 @@ def main(argv):
   except train.NonFiniteError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(3)
-  print(f"{results['split']} loss {results['loss']:.4f} nats/token | perplexity "
-        f"{results['perplexity']:.3f} | accuracy {results['accuracy']:.3f} | "
-        f"{results['tokens']:.0f} tokens | train {results['train_wall_s']:.0f}s")
-  print(f"sample:\n{results['sample']['prompt']}{results['sample']['text']}")
+  if "perplexity" in results:
+    print(f"{results['split']} loss {results['loss']:.4f} nats/token | perplexity "
+          f"{results['perplexity']:.3f} | accuracy {results['accuracy']:.3f} | "
+          f"{results['tokens']:.0f} tokens | train {results['train_wall_s']:.0f}s")
+  else:  # Preference stages: per-pair means.
+    print(f"{results['split']} " + " | ".join(
+        f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
+  if "sample" in results:
+    print(f"sample:\n{results['sample']['prompt']}{results['sample']['text']}")
   print(f"results: {_WORKDIR.value}/results.json")
 
 

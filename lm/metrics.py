@@ -19,6 +19,8 @@ def summarize(sums: dict) -> dict:
   (see `lm.losses.cross_entropy`); other keys are passed through as floats.
   """
   sums = {k: float(np.asarray(v)) for k, v in sums.items()}
+  if "token_sum" not in sums:
+    return summarize_pairs(sums)
   tokens = sums.pop("token_sum")
   out = {
       "loss": sums.pop("loss_sum") / sums.pop("weight_sum"),
@@ -29,6 +31,17 @@ def summarize(sums: dict) -> dict:
   }
   out["perplexity"] = math.exp(min(sums.pop("nll_sum") / tokens, 700.0))
   out.update(sums)
+  return out
+
+
+def summarize_pairs(sums: dict) -> dict:
+  """Means per pair of preference sums (see `lm.losses.preference`): every 'x_sum' becomes
+  'x' divided by 'weight_sum' (the number of pairs), which is reported as 'pairs'."""
+  sums = {k: float(np.asarray(v)) for k, v in sums.items()}
+  pairs = sums.pop("weight_sum")
+  out = {k[:-len("_sum")] if k.endswith("_sum") else k: v / pairs if k.endswith("_sum") else v
+         for k, v in sums.items()}
+  out["pairs"] = pairs
   return out
 
 

@@ -6,7 +6,8 @@
 
 The state is a plain dict {'step', 'params', 'opt_state', 'rng'} so orbax saves it as is.
 A batch is a dict of [batch, length] arrays: 'inputs', 'targets', 'weights' (and optionally
-'positions', 'segment_ids').
+'positions', 'segment_ids' for the model, and 'reference_logprobs' [batch] for preference
+losses, see `lm.losses.preference`).
 """
 
 import jax
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 _MODEL_INPUTS = ("positions", "segment_ids")
+_LOSS_INPUTS = ("reference_logprobs",)
 
 
 def create_state(params, optimizer: optax.GradientTransformation, rng) -> dict:
@@ -26,7 +28,8 @@ def _forward_sums(params, batch, rng, *, model, loss_fn, deterministic):
   extra = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
   logits, _ = model.apply({"params": params}, batch["inputs"], deterministic=deterministic,
                           rngs={"dropout": rng}, **extra)
-  sums = loss_fn(logits=logits, targets=batch["targets"], weights=batch["weights"])
+  extra = {k: batch[k] for k in _LOSS_INPUTS if k in batch}
+  sums = loss_fn(logits=logits, targets=batch["targets"], weights=batch["weights"], **extra)
   return sums["loss_sum"], sums
 
 

@@ -104,12 +104,20 @@ def from_json(d: dict) -> Tokenizer:
   return KINDS[d["kind"]](d)
 
 
-def build(kind: str, train_text: str) -> Tokenizer:
-  """A new tokenizer of `kind` ('char' or 'byte'), fitted on the training text if needed."""
+def build(kind: str, train_text: str, *,
+          special_tokens: tuple[str, ...] = ByteTokenizer.specials) -> Tokenizer:
+  """A new tokenizer of `kind` ('char' or 'byte'), fitted on the training text if needed.
+
+  special_tokens: names of the byte tokenizer's special tokens (ids 256, 257, ...), e.g.
+  chat-template markers; the char tokenizer has none and ignores them.
+  """
   if kind == "char":
     return CharTokenizer.fit(train_text)
   if kind == "byte":
-    return ByteTokenizer()
+    specials = tuple(special_tokens)
+    if len(set(specials)) != len(specials) or not all(specials):
+      raise ConfigError(f"data.special_tokens={specials}: need distinct non-empty names")
+    return ByteTokenizer(specials)
   raise ConfigError(f"data.tokenizer={kind!r}: expected 'char' or 'byte'")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from lm import checkpoint, evaluation, generation, losses, metrics, optim, run_files
-from lm import preemption, sharding, steps, tokenizers
+from lm import preemption, sharding, stages, steps, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
 from lm.models import decoder
@@ -87,13 +87,30 @@ def validate(config) -> None:
            f"eval.split={config.eval.split!r}: expected one of {SPLITS}")
   _require(config.data.source in sources.SOURCES,
            f"data.source={config.data.source!r}: expected one of {sources.SOURCES}")
-  _require(config.data.source != "text" or config.data.text_file is not None,
+  _require(config.data.source != "text" or config.data.text_file is not None
+           or config.stage != "pretrain",
            "data.source='text' needs data.text_file")
   sources.split_text("", tuple(config.data.split_fractions))  # Checks the shares.
   _require(config.data.tokenizer in tokenizers.KINDS,
            f"data.tokenizer={config.data.tokenizer!r}: expected one of "
            f"{sorted(tokenizers.KINDS)}")
   losses.get(config.loss.name)
+  _require(config.stage in stages.STAGES,
+           f"stage={config.stage!r}: expected one of {stages.STAGES}")
+  _require(config.stage != "pretrain" or config.init_from is None,
+           "init_from is for the stages after pretraining (sft, dpo, reward)")
+  if config.stage != "pretrain":
+    a = config.align
+    _require(a.train_file is not None, f"stage {config.stage!r} needs align.train_file")
+    _check_number(config, "align.eval_fraction", 0, 1, low_open=True)
+    _check_number(config, "align.beta", 0, low_open=True)
+    _check_number(config, "align.label_smoothing", 0, 0.5)
+    _check_number(config, "align.gamma", 0)
+    _require(a.truncation in ("error", "drop", "truncate"),
+             f"align.truncation={a.truncation!r}: expected 'error', 'drop' or 'truncate'")
+    losses.get_preference(a.loss)
+    _require(not (a.loss == "robust_dpo" and a.label_smoothing >= 0.5),
+             "align.label_smoothing must be < 0.5 for robust_dpo")
   model_config(config, vocab_size=1)  # Validates every model field and combination.
 
 
@@ -107,7 +124,8 @@ def load_data(config, workdir: str | None):
   if path and os.path.exists(path):
     tokenizer = tokenizers.load(path)  # A resumed run must keep its vocabulary.
   else:
-    tokenizer = tokenizers.build(d.tokenizer, texts["train"])
+    tokenizer = tokenizers.build(d.tokenizer, texts["train"],
+                                 special_tokens=tuple(d.special_tokens))
     if path:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)
@@ -170,14 +188,17 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
   sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
   with run_files.WorkdirLock(workdir), preemption.StopRequest() as stop:
     changes = run_files.check_config_change(workdir, config)
-    tokenizer, tokens = load_data(config, workdir)
+    if config.stage == "pretrain":
+      (tokenizer, tokens), start_params = load_data(config, workdir), None
+    else:
+      (tokenizer, start_params), tokens = stages.load_start(config, workdir), None
     run_files.write_config(workdir, config)
     if jax.process_index() == 0:
       run_files.append_run_info(workdir, run_files.run_info(changes))
-    return _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at)
+    return _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params)
 
 
-def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
+def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params=None) -> dict:
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
   print(f"model: {decoder.param_count(model_cfg):,} params "
@@ -188,19 +209,34 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
   model = decoder.Decoder(model_cfg)
   t = config.train
   optimizer = optim.build(config.optim, t.steps)
-  loss_fn = _loss_fn(config)
-  train_windows = windows.TrainWindows(tokens["train"], context=config.data.context,
-                                       batch_size=t.batch_size, seed=config.seed)
-  # The batch of step s is train_windows.batch(s - 1), a pure function of (seed, s); this
-  # records that position so a resumed run can check it reads the same stream.
-  data_state = lambda step: {"seed": config.seed, "examples_seen": step * t.batch_size,
-                             "num_windows": train_windows.num_windows}
-
   rng = jax.random.PRNGKey(config.seed)
   init_rng, state_rng = jax.random.split(rng)
   replicated = sharding.replicated(mesh)
-  init = jax.jit(lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer,
-                                              state_rng), out_shardings=replicated)
+  if config.stage == "pretrain":
+    loss_fn = _loss_fn(config)
+    train_windows = windows.TrainWindows(tokens["train"], context=config.data.context,
+                                         batch_size=t.batch_size, seed=config.seed)
+    # The batch of step s is train_windows.batch(s - 1), a pure function of (seed, s); this
+    # records that position so a resumed run can check it reads the same stream.
+    data_state = lambda step: {"seed": config.seed, "examples_seen": step * t.batch_size,
+                               "num_windows": train_windows.num_windows}
+    init = jax.jit(lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer,
+                                                state_rng), out_shardings=replicated)
+    eval_fn = functools.partial(evaluation.evaluate_tokens, model=model, loss_fn=loss_fn,
+                                context=config.data.context, batch_size=config.eval.batch_size,
+                                max_batches=config.eval.max_batches, mesh=mesh)
+    evaluate = lambda params: eval_fn(params, tokens[config.eval.split])
+    train_batch = train_windows.batch
+  else:
+    stage = stages.build(config, workdir, tokenizer, model_cfg, start_params, init_rng, mesh)
+    model, loss_fn, evaluate, train_batch = (stage.model, stage.loss_fn, stage.evaluate,
+                                             stage.batches.batch)
+    data_state = lambda step: {"seed": config.seed, "stage": config.stage,
+                               "examples_seen": step * t.batch_size,
+                               "num_examples": stage.batches.num_examples}
+    create = jax.jit(lambda params: steps.create_state(params, optimizer, state_rng),
+                     out_shardings=replicated)
+    init = lambda r: create(stage.init_params(r))
   abstract_state = jax.eval_shape(init, init_rng)
 
   mngr, restored = checkpoint.restore_latest_good(
@@ -226,15 +262,12 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
       steps.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn,
       accum_steps=t.accum_steps, skip_nonfinite=t.nonfinite == "skip",
       inject_nonfinite_at=t.inject_nonfinite_at), donate_argnames="state")
-  eval_fn = functools.partial(evaluation.evaluate_tokens, model=model, loss_fn=loss_fn,
-                              context=config.data.context, batch_size=config.eval.batch_size,
-                              max_batches=config.eval.max_batches, mesh=mesh)
   schedule = optim.schedule(config.optim, t.steps)
   last = t.steps if stop_at is None else min(stop_at, t.steps)
   progress = Progress(t.steps, tokens_per_step=t.batch_size * config.data.context)
   pending, wall, final_eval, step, signal_name = [], time.perf_counter(), None, start, None
   for step in range(start + 1, last + 1):
-    batch = sharding.put_batch(train_windows.batch(step - 1), mesh)
+    batch = sharding.put_batch(train_batch(step - 1), mesh)
     state, step_metrics = train_step(state, batch)
     pending.append(step_metrics)  # Stays on device: fetching every step would stall.
     # Read the signal flag once per step: a signal arriving later in this iteration is
@@ -259,11 +292,12 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
       writer.write(step, "train", values)
       progress.update(step, loss=values["loss"])
     if step % t.eval_every == 0 or (step == t.steps and stop_at is None):
-      ev = eval_fn(state["params"], tokens[config.eval.split])
+      ev = evaluate(state["params"])
       final_eval = ev if step == t.steps else None
       writer.write(step, config.eval.split, ev)
       progress.message(f"step {step}: {config.eval.split} loss {ev['loss']:.4f} "
-                       f"perplexity {ev['perplexity']:.3f}")
+                       + (f"perplexity {ev['perplexity']:.3f}" if "perplexity" in ev else
+                          f"accuracy {ev['accuracy']:.3f}"))
     if save:
       # Metrics of steps since the last record travel with the checkpoint, so a resumed
       # run writes the same records as one that never stopped.
@@ -281,8 +315,13 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at) -> dict:
   if last < t.steps:
     return {}
 
-  results = finish(config, state["params"], model_cfg, tokenizer,
-                   final_eval or eval_fn(state["params"], tokens[config.eval.split]))
+  ev = final_eval or evaluate(state["params"])
+  if config.stage == "reward":
+    results = {"split": config.eval.split, **ev}
+  else:
+    results = finish(config, state["params"], model_cfg, tokenizer, ev)
+  if config.stage != "pretrain":
+    results["stage"], results["data_counts"] = config.stage, stage.counts
   results["train_wall_s"] = time.perf_counter() - wall
   run_files.write_json(f"{workdir}/results.json", results)
   return results

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from lm import tokenizers
-from lm.errors import DataError
+from lm.errors import ConfigError, DataError
 
 
 def test_char_vocabulary_is_sorted_training_characters():
@@ -56,3 +56,11 @@ def test_load_missing_and_unknown_kind(tmp_path):
     tokenizers.load(str(tmp_path / "nope.json"))
   with pytest.raises(ValueError, match="unknown tokenizer kind 'bpe'"):
     tokenizers.from_json({"kind": "bpe"})
+
+
+def test_byte_special_tokens_come_from_the_config():
+  tok = tokenizers.build("byte", "", special_tokens=("<bos>", "<eos>", "<pad>", "<|user|>"))
+  assert tok.vocab_size == 260 and tok.special_ids["<|user|>"] == 259
+  assert tokenizers.from_json(tok.to_json()) == tok
+  with pytest.raises(ConfigError, match="distinct"):
+    tokenizers.build("byte", "", special_tokens=("<bos>", "<bos>"))
