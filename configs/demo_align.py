@@ -1,4 +1,4 @@
-r"""The alignment pipeline on synthetic tasks with a known answer (docs/alignment.md).
+r"""The alignment pipeline on synthetic tasks with a known answer (README: "Instruction tuning and preference alignment").
 
 Task: 'rev:abc=' -> 'cba' plus a closing mark. In the instruction data the mark is '.' or
 '!' at random; the preference pairs prefer '.' (chosen 'cba.', rejected 'cba!'). So SFT must

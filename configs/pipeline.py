@@ -19,7 +19,7 @@ with '_smoke' (a few steps, for tests and checking a setup). Run on a 2-core CPU
 At this size the model learns Shakespeare's spelling, not instructions: the point is that the
 real data flows through every stage and each reports its metrics (SFT validation loss on
 response bytes; DPO rewards, margin, preference accuracy, KL to the reference; reward-model
-pairwise accuracy). See docs/alignment.md for the synthetic task with a known answer.
+pairwise accuracy). See the README's alignment section for the synthetic task with a known answer.
 """
 
 import os
