@@ -11,7 +11,6 @@ import json
 import os
 import random
 
-import jax
 import numpy as np
 
 from lm import decoding, run_files, train

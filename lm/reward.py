@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import losses, metrics, sharding, stages, steps
+from lm import losses, stages, steps
 from lm.data import instruct
 from lm.models import decoder
 from lm.models.config import ModelConfig
@@ -52,11 +52,8 @@ def stage(config, tokenizer, model_cfg, start_params, mesh) -> "stages.Stage":
   step = jax.jit(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn))
 
   def evaluate(params):
-    total = None
-    for batch in instruct.fixed_batches(rows["eval"], batch_size=config.eval.batch_size,
-                                        group=2):
-      total = metrics.add(total, step(params, sharding.put_batch(batch, mesh)))
-    return metrics.summarize(jax.device_get(total))
+    return stages.evaluate_rows(step, params, rows["eval"], batch_size=config.eval.batch_size,
+                                mesh=mesh, group=2)
 
   batches = instruct.RowBatches(rows["train"], batch_size=config.train.batch_size,
                                 seed=config.seed, group=2)

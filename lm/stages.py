@@ -123,10 +123,8 @@ def _sft(config, tokenizer, model, init_params, mesh) -> Stage:
   step = jax.jit(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn))
 
   def evaluate(params):
-    total = None
-    for batch in instruct.fixed_batches(rows["eval"], batch_size=config.eval.batch_size):
-      total = metrics.add(total, step(params, sharding.put_batch(batch, mesh)))
-    return metrics.summarize(jax.device_get(total))
+    return evaluate_rows(step, params, rows["eval"], batch_size=config.eval.batch_size,
+                         mesh=mesh)
 
   batches = instruct.RowBatches(rows["train"], batch_size=config.train.batch_size,
                                 seed=config.seed)
@@ -213,11 +211,8 @@ def _dpo(config, workdir, tokenizer, model, init_params, init_rng, mesh) -> Stag
   step = jax.jit(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn))
 
   def evaluate(params):
-    total = None
-    for batch in instruct.fixed_batches(rows["eval"], batch_size=config.eval.batch_size,
-                                        group=2):
-      total = metrics.add(total, step(params, sharding.put_batch(batch, mesh)))
-    out = metrics.summarize(jax.device_get(total))
+    out = evaluate_rows(step, params, rows["eval"], batch_size=config.eval.batch_size,
+                        mesh=mesh, group=2)
     out["kl_per_token"] = token_kl(model, params, reference, rows["eval"],
                                    batch_size=batch_rows, mesh=mesh)
     return out
@@ -225,3 +220,11 @@ def _dpo(config, workdir, tokenizer, model, init_params, init_rng, mesh) -> Stag
   batches = instruct.RowBatches(rows["train"], batch_size=config.train.batch_size,
                                 seed=config.seed, group=2)
   return Stage(model, loss_fn, batches, evaluate, init_params, counts)
+
+
+def evaluate_rows(step, params, rows: dict, *, batch_size: int, mesh, group: int = 1) -> dict:
+  """`lm.metrics.summarize` of a jitted eval `step`'s sums over fixed batches of `rows`."""
+  total = None
+  for batch in instruct.fixed_batches(rows, batch_size=batch_size, group=group):
+    total = metrics.add(total, step(params, sharding.put_batch(batch, mesh)))
+  return metrics.summarize(jax.device_get(total))

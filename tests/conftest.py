@@ -1,6 +1,5 @@
 """Shared fixtures: small configs and a small synthetic corpus."""
 
-import os
 import random
 
 import pytest

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import shakespeare_char
 from lm import losses, metrics, optim, run_files, steps, train
 from lm.errors import ConfigError, DataError
 from lm.models import decoder
@@ -72,8 +73,6 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_schedule_warmup_then_cosine_to_min():
-  c = train.validate.__globals__["losses"]  # noqa: F841 (module import check)
-  from configs import shakespeare_char
   o = shakespeare_char.get_config("baby").optim
   sched = optim.schedule(o, 2000)
   assert float(sched(0)) == 0.0
