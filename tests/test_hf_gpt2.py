@@ -332,3 +332,30 @@ def test_untied_head_refused(hf_dir, tmp_path):
   _copy_with(hf_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="lm_head.weight differs from wte.weight"):
     lm.hf.load(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def test_text_perplexity_and_bits_per_byte(hf_dir, tmp_path):
+  from lm.hf import evaluate
+  text = TEXT * 3  # Several windows of 64 tokens, the last one partial.
+  path = tmp_path / "text.txt"
+  path.write_text(text, encoding="utf-8")
+  result = evaluate.evaluate_file(hf_dir, str(path), batch_size=2)
+  # The protocol by hand on transformers: <|endoftext|> + text, disjoint 64-token windows.
+  model, _ = _torch_model(hf_dir)
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(hf_dir,
+                                                                          "tokenizer.json"))
+  ids = torch.tensor([fast.convert_tokens_to_ids(EOT)] + fast(text)["input_ids"])
+  nll, count = 0.0, 0
+  for start in range(0, len(ids) - 1, 64):
+    window = ids[start:start + 65]
+    with torch.no_grad():
+      logits = model(window[None, :-1]).logits[0]
+    nll += torch.nn.functional.cross_entropy(logits, window[1:], reduction="sum").item()
+    count += len(window) - 1
+  assert result["tokens"] == count == len(ids) - 1 > 128
+  np.testing.assert_allclose(result["perplexity"], np.exp(nll / count), rtol=1e-5)
+  np.testing.assert_allclose(result["bits_per_byte"],
+                             nll / np.log(2) / len(text.encode("utf-8")), rtol=1e-5)

@@ -29,6 +29,7 @@ import numpy as np
 
 from lm.errors import ConfigError, DataError
 from lm.hf import safetensors_io
+from lm.hf import tokenizer as hf_tokenizer
 
 FAMILIES = {"gpt2": "lm.hf.gpt2"}  # model_type -> family module.
 
@@ -65,10 +66,13 @@ def load(directory: str):
 def save(directory: str, model_cfg, params, tokenizer=None, *, model_type: str = "gpt2"):
   """Writes `params` of `model_cfg` as a `model_type` checkpoint into a new `directory`.
 
-  The tokenizer is written too when it can be (`save_hf`, e.g. tokenizer.json). Raises
+  The tokenizer is written too when it has a Hugging Face form (`lm.hf.tokenizer.from_lm`:
+  Hugging Face tokenizers, and lm's byte and char tokenizers as tokenizer.json). Raises
   ConfigError naming each option the family cannot express, before writing anything.
   """
   fam = family(model_type)
+  if tokenizer is not None:
+    tokenizer = hf_tokenizer.from_lm(tokenizer)  # None if it has no Hugging Face form.
   hf = fam.config_to_hf(model_cfg, tokenizer)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
   _check_params(params, fam.abstract_params(model_cfg), "params to export")
@@ -76,8 +80,26 @@ def save(directory: str, model_cfg, params, tokenizer=None, *, model_type: str =
   safetensors_io.check_tensors(fam.canonical_names(tensors), fam.tensor_shapes(model_cfg),
                                "params to export")
   safetensors_io.write_checkpoint(directory, hf, tensors)
-  if tokenizer is not None and hasattr(tokenizer, "save_hf"):
+  if tokenizer is not None:
     tokenizer.save_hf(directory)
+
+
+def export_run(workdir: str, out: str, *, step: int | None = None,
+               model_type: str = "gpt2") -> list[str]:
+  """Exports a training run's checkpoint (default the latest) to `out`; returns the files.
+
+  The run's tokenizer is written as tokenizer.json (see `save`); the
+  config is refused, before anything is written, if `model_type` cannot express it.
+  """
+  import os
+
+  from lm import run_files, tokenizers, train  # Deferred: runs need the training stack.
+  config = run_files.read_config(workdir)
+  vocab_size = tokenizers.load(run_files.tokenizer_path(workdir)).vocab_size
+  family(model_type).config_to_hf(train.model_config(config, vocab_size))  # Before restoring.
+  _, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
+  save(out, model_cfg, params, tokenizer)
+  return sorted(os.listdir(out))
 
 
 def _check_params(params, abstract, source: str) -> None:

@@ -24,6 +24,7 @@ from typing import Sequence
 from lm.errors import DataError
 
 TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 GPT2_VOCAB, GPT2_MERGES = "vocab.json", "merges.txt"
 SPIECE = "spiece.model"
 
@@ -69,9 +70,13 @@ class TokenizersTokenizer:
     return cls(json.dumps(d["definition"], ensure_ascii=False))
 
   def save_hf(self, directory: str) -> None:
-    """Writes tokenizer.json, which transformers' PreTrainedTokenizerFast reads."""
+    """Writes tokenizer.json, and a tokenizer_config.json that makes transformers'
+    AutoTokenizer run exactly that file (PreTrainedTokenizerFast), not its own idea of the
+    family's tokenizer."""
     with open(os.path.join(directory, TOKENIZER_JSON), "w", encoding="utf-8") as f:
       f.write(self.definition)
+    with open(os.path.join(directory, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
+      json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,8 +108,11 @@ class SentencePieceTokenizer:
     return self._sp.encode(text)
 
   def decode(self, ids: Sequence[int]) -> str:
-    n = self._sp.get_piece_size()
-    return self._sp.decode([int(i) for i in ids if i < n])
+    # Control and unknown pieces are special tokens (transformers' skip_special_tokens
+    # drops <unk> too); the sentinels are past the sentencepiece vocabulary.
+    sp, n = self._sp, self._sp.get_piece_size()
+    return sp.decode([int(i) for i in ids
+                      if i < n and not (sp.is_control(int(i)) or sp.is_unknown(int(i)))])
 
   def to_json(self) -> dict:
     return {"kind": "sentencepiece", "extra_ids": self.extra_ids,
@@ -163,3 +171,49 @@ def load_sentencepiece(directory: str, extra_ids: int = 0) -> SentencePieceToken
   except Exception as e:  # sentencepiece raises RuntimeError/OSError on a bad proto.
     raise DataError(f"cannot read {path}: {e}") from None
   return SentencePieceTokenizer(proto, extra_ids)
+
+
+def from_lm(tokenizer) -> TokenizersTokenizer | SentencePieceTokenizer | None:
+  """The Hugging Face form of an lm tokenizer, giving the same ids; None if it has none.
+
+  The byte tokenizer becomes a byte-level BPE with no merges: GPT-2's byte-to-unicode
+  alphabet with each byte's id equal to its value, then the special tokens at 256, ...
+  The char tokenizer becomes a BPE with no merges over its characters. Two differences on
+  unusual text: the Hugging Face form drops characters outside the vocabulary (lm's char
+  tokenizer raises an error) and turns special-token text such as '<eos>' into the special
+  token (lm's byte tokenizer encodes it as bytes; lm.data.instruct inserts markers itself).
+  """
+  from lm import tokenizers as lm_tokenizers
+  if isinstance(tokenizer, (TokenizersTokenizer, SentencePieceTokenizer)):
+    return tokenizer
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers
+  if isinstance(tokenizer, lm_tokenizers.ByteTokenizer):
+    alphabet = _bytes_to_unicode()
+    tok = tokenizers.Tokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)},
+                                          merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(tokenizer.specials))
+  elif isinstance(tokenizer, lm_tokenizers.CharTokenizer):
+    tok = tokenizers.Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(tokenizer.chars)},
+                                          merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+  else:
+    return None
+  return TokenizersTokenizer(tok.to_str())
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's reversible byte -> printable character map (as tokenizers' ByteLevel uses)."""
+  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+               + list(range(ord("®"), ord("ÿ") + 1)))
+  table, extra = {}, 0
+  for b in range(256):
+    if b in printable:
+      table[b] = chr(b)
+    else:
+      table[b] = chr(256 + extra)
+      extra += 1
+  return table
