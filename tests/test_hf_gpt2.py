@@ -359,3 +359,35 @@ def test_text_perplexity_and_bits_per_byte(hf_dir, tmp_path):
   np.testing.assert_allclose(result["perplexity"], np.exp(nll / count), rtol=1e-5)
   np.testing.assert_allclose(result["bits_per_byte"],
                              nll / np.log(2) / len(text.encode("utf-8")), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_entry_points(hf_dir, tmp_path):
+  import subprocess
+  import sys
+
+  def run(entry, *args):
+    return subprocess.run([sys.executable, "-m", f"experiments.{entry}", *args],
+                          capture_output=True, text=True, timeout=300)
+
+  (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+  out = run("evaluate", f"--hf_checkpoint={hf_dir}", f"--text_file={tmp_path / 'text.txt'}",
+            f"--output={tmp_path / 'eval.json'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads((tmp_path / "eval.json").read_text())
+  assert f"perplexity {result['perplexity']:.3f}" in out.stdout
+  assert "bits per byte" in out.stdout and result["bytes"] == len(TEXT.encode("utf-8"))
+  out = run("evaluate", f"--hf_checkpoint={tmp_path}", f"--text_file={tmp_path / 'text.txt'}")
+  assert out.returncode == 2 and out.stderr.strip() == f"error: no config.json in {tmp_path}: " \
+                                                       "not a Hugging Face checkpoint directory"
+
+
+def test_sample_run(hf_dir, capsys):
+  from lm import generation
+  settings = generation.Settings(strategy="greedy", max_new_tokens=8, stop=(EOT,))
+  result, = generation.sample_run(None, ["First"], settings, hf_checkpoint=hf_dir)
+  model_cfg, params, tokenizer = lm.hf.load(hf_dir)
+  want = decoding.generate(decoder.decoding_model(model_cfg, params), [tokenizer.encode("First")],
+                           max_new_tokens=8, stop_tokens=[tokenizer.special_ids[EOT]]).lists()[0]
+  assert result["text"] == tokenizer.decode(want) and result["tokens"] == len(want)
+  assert capsys.readouterr().out.startswith("--- 'First'\nFirst" + result["text"])

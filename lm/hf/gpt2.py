@@ -30,7 +30,7 @@ import numpy as np
 from lm.errors import ConfigError, DataError
 from lm.hf import tokenizer as hf_tokenizer
 from lm.models.config import ModelConfig
-from lm.models.decoder import abstract_params  # noqa: F401  (the family interface)
+from lm.models import decoder
 
 MODEL_TYPE = "gpt2"
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -145,6 +145,11 @@ def canonical_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       raise DataError("lm_head.weight differs from wte.weight: lm imports GPT-2 only with "
                       "the output projection tied to the token embedding")
   return out
+
+
+def abstract_params(cfg: ModelConfig):
+  """Shapes of the lm model's params (the family interface; see lm/hf/__init__.py)."""
+  return decoder.abstract_params(cfg)
 
 
 def params_from_hf(t: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
