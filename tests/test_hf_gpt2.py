@@ -149,6 +149,19 @@ def test_import_pytorch_bin_with_weights_only(hf_dir, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
+def test_import_bfloat16_weights(hf_dir, tmp_path):
+  # numpy has no bfloat16, so safetensors.numpy cannot read these; lm reads them by hand.
+  from safetensors.torch import save_file
+  model, _ = _torch_model(hf_dir)
+  _copy_with(hf_dir, tmp_path, None)
+  save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
+            str(tmp_path / "model.safetensors"))
+  got = lm.hf.load(str(tmp_path))[1]
+  want = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32),
+                      lm.hf.load(hf_dir)[1])
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
 class _Payload:
   """Not a tensor: torch.load(weights_only=True) must refuse to unpickle it."""
 

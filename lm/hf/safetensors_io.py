@@ -65,8 +65,38 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
   try:
     return load_file(path)
+  except TypeError:  # numpy has no bfloat16: safetensors.numpy refuses BF16 tensors.
+    return _load_with_ml_dtypes(path)
   except Exception as e:  # safetensors raises its own error types for corrupt headers.
     raise DataError(f"cannot read {path}: {e}") from None
+
+
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+           "BOOL": "bool"}
+
+
+def _load_with_ml_dtypes(path: str) -> dict[str, np.ndarray]:
+  """The safetensors layout read by hand (8-byte little-endian header size, JSON header of
+  dtype/shape/data_offsets, then the data), with ml_dtypes' bfloat16 for BF16."""
+  import ml_dtypes  # A dependency of jax.
+  with open(path, "rb") as f:
+    data = f.read()
+  size = int.from_bytes(data[:8], "little")
+  try:
+    header = json.loads(data[8:8 + size])
+  except ValueError:
+    raise DataError(f"cannot read {path}: malformed safetensors header") from None
+  body, out = data[8 + size:], {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in _DTYPES:
+      raise DataError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+    dtype = ml_dtypes.bfloat16 if info["dtype"] == "BF16" else np.dtype(_DTYPES[info["dtype"]])
+    start, end = info["data_offsets"]
+    out[name] = np.frombuffer(body[start:end], dtype).reshape(info["shape"])
+  return out
 
 
 def _read_sharded(directory: str, index_path: str) -> dict[str, np.ndarray]:
@@ -120,7 +150,7 @@ def check_tensors(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int,
   if problems:
     raise DataError(f"{source}: " + "; ".join(problems))
   for name, x in tensors.items():
-    if not np.issubdtype(x.dtype, np.floating) and x.dtype.name != "bfloat16":
+    if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
       raise DataError(f"{source}: tensor {name!r} has dtype {x.dtype}, expected a float")
   return {name: np.asarray(x, np.float32) for name, x in tensors.items()}
 
