@@ -2,8 +2,8 @@ r"""Exports a training run's checkpoint as a Hugging Face checkpoint directory.
 
   ./launch.sh export_hf --workdir=runs/gpt --out=export/gpt
 
-writes config.json + model.safetensors (+ the tokenizer when it has a Hugging Face form)
-that `transformers.GPT2LMHeadModel.from_pretrained("export/gpt")` loads. Only GPT-2-shaped
+writes config.json, model.safetensors and the run's tokenizer as tokenizer.json, which
+`transformers.AutoModelForCausalLM` / `AutoTokenizer.from_pretrained("export/gpt")` load. Only GPT-2-shaped
 runs export (learned positions, LayerNorm, GELU, biases, tied embeddings); others are
 refused with the options that differ.
 """

@@ -88,8 +88,8 @@ def export_run(workdir: str, out: str, *, step: int | None = None,
                model_type: str = "gpt2") -> list[str]:
   """Exports a training run's checkpoint (default the latest) to `out`; returns the files.
 
-  The run's tokenizer is written as tokenizer.json (see `save`); the
-  config is refused, before anything is written, if `model_type` cannot express it.
+  The run's tokenizer is written as tokenizer.json (see `save`). A config `model_type`
+  cannot express is refused before the checkpoint is restored or anything is written.
   """
   import os
 
