@@ -87,6 +87,12 @@ def _torch_forward(model, tokens):
 
 
 def _check_parity(model_cfg, params, tokenizer, torch_model):
+  # Full float32 matmuls on every backend (GPUs may otherwise use TF32, ~1e-3 off).
+  with jax.default_matmul_precision("highest"):
+    _check_parity_f32(model_cfg, params, tokenizer, torch_model)
+
+
+def _check_parity_f32(model_cfg, params, tokenizer, torch_model):
   """Logits, final hidden states, per-token log-probs of TEXT and greedy generations."""
   eot = tokenizer.special_ids[EOT]
   text_ids = ([eot] + tokenizer.encode(TEXT * 4))[:model_cfg.max_len]  # TEXT, then more of it.
