@@ -3,13 +3,15 @@ r"""Samples text from a workdir's latest checkpoint with any decoding strategy.
   ./launch.sh sample --workdir=runs/baby --prompt="ROMEO:" --strategy=sample \
       --temperature=0.8 --top_p=0.9 --max_new_tokens=60
   ./launch.sh sample --workdir=runs/baby --prompt_file=prompts.txt --strategy=beam
+  ./launch.sh sample --hf_checkpoint=ckpt/gpt2 --prompt="Hello" --stop="<|endoftext|>"
 """
 
 from absl import flags
 
 from lm import cli, generation
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_HF = flags.DEFINE_string("hf_checkpoint", None, "Or a Hugging Face checkpoint directory.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; None: the latest.")
 _PROMPT = flags.DEFINE_multi_string("prompt", ["\n"], "Text to continue (repeatable).")
 _PROMPT_FILE = flags.DEFINE_string("prompt_file", None,
@@ -44,7 +46,8 @@ def main(argv):
       frequency_penalty=_FREQUENCY.value, no_repeat_ngram=_NGRAM.value,
       min_new_tokens=_MIN_NEW.value, num_samples=_SAMPLES.value, beam_size=_BEAM.value,
       length_penalty=_LENGTH_PENALTY.value, stop=tuple(_STOP.value), seed=_SEED.value)
-  generation.sample_run(_WORKDIR.value, prompts, settings, step=_STEP.value)
+  generation.sample_run(_WORKDIR.value, prompts, settings, step=_STEP.value,
+                        hf_checkpoint=_HF.value)
 
 
 if __name__ == "__main__":

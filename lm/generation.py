@@ -78,12 +78,21 @@ def decode(model: decoding.Model, prompts: Sequence[Sequence[int]], s: Settings,
   return decoding.generate(model, prompts, rng=rng, **kwargs).lists()
 
 
-def sample_run(workdir: str, prompts: Sequence[str], settings: Settings, *,
-               step: int | None = None) -> list[dict]:
-  """Decodes `prompts` with the run in `workdir`; prints each sample and the speed."""
+def sample_run(workdir: str | None, prompts: Sequence[str], settings: Settings, *,
+               step: int | None = None, hf_checkpoint: str | None = None) -> list[dict]:
+  """Decodes `prompts` with the run in `workdir` (or the Hugging Face checkpoint directory
+  `hf_checkpoint` instead); prints each sample and the speed."""
   if not prompts:
     raise ConfigError("no prompts given")
-  _, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
+  if bool(workdir) == bool(hf_checkpoint):
+    raise ConfigError("give exactly one of --workdir and --hf_checkpoint")
+  if hf_checkpoint:
+    from lm import hf  # Deferred: only this branch needs the HF libraries.
+    model_cfg, params, tokenizer = hf.load(hf_checkpoint)
+    if tokenizer is None:
+      raise ConfigError(f"{hf_checkpoint} has no tokenizer files to encode the prompts")
+  else:
+    _, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
   model = decoder.decoding_model(model_cfg, params)
   ids = [tokenizer.encode(p) for p in prompts]
   stops = [tokenizer.encode(q) for q in settings.stop]

@@ -92,9 +92,17 @@ class ByteTokenizer:
     return {"kind": "byte", "specials": list(self.specials)}
 
 
+def _hf():
+  from lm.hf import tokenizer  # Deferred: only Hugging Face tokenizers need the libraries.
+  return tokenizer
+
+
 KINDS = {
     "char": lambda d: CharTokenizer(d["chars"]),
     "byte": lambda d: ByteTokenizer(tuple(d["specials"])),
+    # Hugging Face tokenizers (lm/hf/tokenizer.py), e.g. of an imported checkpoint.
+    "tokenizers": lambda d: _hf().TokenizersTokenizer.from_json(d),
+    "sentencepiece": lambda d: _hf().SentencePieceTokenizer.from_json(d),
 }
 
 
