@@ -43,10 +43,8 @@ def plan(config, *, vocab_size: int, mesh_shape: str | None, devices=None) -> di
   optimizer = optim.build(config.optim, t.steps)
   make_state = lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer, r)
   abstract = jax.eval_shape(make_state, jax.random.PRNGKey(0))
-  specs = sharding.logical_specs(model, jnp.zeros((1, config.data.context), jnp.int32))
-  state_sharding = sharding.state_shardings(
-      abstract, sharding.param_shardings(specs, abstract["params"], mesh,
-                                         sharding.rules_from_config(config.mesh.rules)), mesh)
+  state_sharding = sharding.train_state_shardings(
+      model, abstract, mesh, sharding.rules_from_config(config.mesh.rules), config.data.context)
   shape = (t.batch_size, config.data.context)
   rows = sharding.batch_sharded(mesh)
   batch = {"inputs": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows),

@@ -20,6 +20,7 @@ import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -144,6 +145,14 @@ def state_shardings(abstract_state: dict, params_sharding, mesh: Mesh) -> dict:
   out = jax.tree.map(lambda _: rep, abstract_state)
   out["params"], out["opt_state"] = params_sharding, opt
   return out
+
+
+def train_state_shardings(model, abstract_state: dict, mesh: Mesh, rules: tuple,
+                          context: int) -> dict:
+  """`state_shardings` of a train state whose params are `model`'s, under `rules`."""
+  specs = logical_specs(model, jnp.zeros((1, context), jnp.int32))
+  return state_shardings(
+      abstract_state, param_shardings(specs, abstract_state["params"], mesh, rules), mesh)
 
 
 def with_shardings(abstract, shardings):

@@ -11,7 +11,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -248,11 +247,9 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
   # Abstract init, shardings from the logical axis rules, then each array is created on the
   # devices that hold it (jit with out_shardings): no host ever holds the whole state.
   abstract_state = jax.eval_shape(make_state, init_rng)
-  specs = sharding.logical_specs(model, jnp.zeros((1, config.data.context), jnp.int32))
-  state_sharding = sharding.state_shardings(
-      abstract_state, sharding.param_shardings(specs, abstract_state["params"], mesh,
-                                               sharding.rules_from_config(config.mesh.rules)),
-      mesh)
+  state_sharding = sharding.train_state_shardings(
+      model, abstract_state, mesh, sharding.rules_from_config(config.mesh.rules),
+      config.data.context)
   if config.stage == "pretrain":
     init = jax.jit(make_state, out_shardings=state_sharding)
   else:  # Start params are an argument, not constants baked into the program.
