@@ -171,7 +171,6 @@ def loop_checks(corpus_file: str) -> dict:
       c = shakespeare_char.get_config("smoke")
       c.data.source, c.data.text_file = "text", corpus_file
       c.mesh.shape, c.mesh.rules.vocab = shape, ""  # The corpus's vocabulary is odd-sized.
-      c.allow_config_change = True
       c.train.steps, c.train.checkpoint_every, c.train.eval_every = 12, 6, 12
       c.train.log_every, c.sample.num_tokens = 3, 8
       return c
@@ -179,6 +178,11 @@ def loop_checks(corpus_file: str) -> dict:
     train.train_and_evaluate(config("data:2,fsdp:2,tensor:2"), f"{tmp}/moved", stop_at=6)
     moved = train.train_and_evaluate(config("data:4,tensor:2"), f"{tmp}/moved")
     out["final_loss"] = [straight["loss"], moved["loss"]]
+    # A sharded 8-device checkpoint read back as whole arrays (evaluate, sample, init_from).
+    from lm import run_files
+    *_, params = run_files.load_run(f"{tmp}/moved")
+    out["load_run_devices"] = sorted({d.id for x in jax.tree.leaves(params)
+                                      for d in x.devices()})
     out["train_losses"] = [[r["loss"] for r in metrics.read(f"{tmp}/{name}")
                             if r["split"] == "train"] for name in ("straight", "moved")]
   return out

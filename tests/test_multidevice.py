@@ -105,3 +105,4 @@ def test_loop_stopped_on_one_mesh_resumed_on_another(corpus_file, tmp_path_facto
   for a, b in zip(straight, moved):
     assert abs(a - b) < 1e-5 * abs(a)
   assert abs(got["final_loss"][0] - got["final_loss"][1]) < 1e-5
+  assert got["load_run_devices"] == [0]  # Whole arrays on the first device.
