@@ -10,6 +10,11 @@
 #       ./launch.sh evaluate --workdir=runs/baby --split=test
 #       ./launch.sh sample --workdir=runs/baby --prompt="ROMEO:"
 #       ./launch.sh benchmark --config=configs/shakespeare_char.py:baby
+#       ./launch.sh compile --config=configs/gpt2.py:small --cpu_devices=8 --mesh=fsdp:8
+#   ./launch.sh tpu [--dry-run] --name=N --zone=Z --accelerator=v4-32 [--queued] [--spot]
+#       [--delete] -- ENTRY [flags]   create or reuse a TPU VM, copy and install this
+#                                    checkout, run `./launch.sh ENTRY flags` on every host
+#                                    (per-host logs in logs/N/), delete with --delete
 #
 # Environment: PYTHON (default python3, >= 3.10), LM_VENV (default .venv),
 # TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual),
@@ -56,6 +61,9 @@ case "$cmd" in
     setup_env ""
     run_with_retries "$VENV/bin/python" -m experiments.train \
       --config=configs/shakespeare_char.py:baby --workdir=runs/shakespeare_char_baby "$@"
+    ;;
+  tpu)
+    exec "$PYTHON" -m lm.tpu "$@"  # Standard library only: no venv needed locally.
     ;;
   test)
     setup_env test

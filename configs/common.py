@@ -53,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # Compute dtype: 'float32' or 'bfloat16'.
   c.model.param_dtype = "float32"  # Parameter storage dtype (master weights).
   c.model.init_std = 0.02  # Init std of weights; residual outputs scaled by 1/sqrt(2 layers).
+  c.model.remat = "none"  # Recompute block activations in the backward pass: 'none', 'full' or 'dots_saveable' (keep matmul outputs).
+  c.model.scan_layers = False  # One lax.scan over the blocks (fast compiles; params stacked on a leading 'layers' axis, so checkpoints differ).
   c.model.max_len = c.data.get_ref("context")  # Follows data.context.
 
   c.loss = ml_collections.ConfigDict()
@@ -82,6 +84,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   c.train.nonfinite = "stop"  # Non-finite loss/grads: 'stop' (error naming the step) or 'skip'.
   c.train.inject_nonfinite_at = ml_collections.FieldReference(None, field_type=int)  # Tests only: NaN grads at this step.
+
+  c.train.peak_flops = ml_collections.FieldReference(None, field_type=float)  # Per-device peak FLOP/s for MFU; None: lm.throughput's table by device kind (CPU: a measured matmul).
+
+  c.mesh = ml_collections.ConfigDict()  # Device mesh and sharding rules (see lm.sharding).
+  c.mesh.shape = ml_collections.FieldReference(None, field_type=str)  # e.g. 'data:2,fsdp:2,tensor:2'; sizes multiply to the device count; None: 'data' over every device.
+  c.mesh.rules = ml_collections.ConfigDict()  # Param logical axis -> mesh axes ("fsdp", "data,fsdp"); "" keeps it whole on every device. Batches always split over data and fsdp.
+  c.mesh.rules.length = ""  # Sequence positions (and the learned position table).
+  c.mesh.rules.vocab = "tensor"  # Token embedding and output projection rows.
+  c.mesh.rules.embed = "fsdp"  # Residual width of every weight matrix (FSDP shards params here).
+  c.mesh.rules.heads = "tensor"  # Query heads (tensor parallel attention).
+  c.mesh.rules.kv_heads = "tensor"  # Key/value heads.
+  c.mesh.rules.head_dim = ""  # Dimensions within a head.
+  c.mesh.rules.mlp = "tensor"  # MLP hidden units (tensor parallel MLP).
+  c.mesh.rules.layers = ""  # The stacked-blocks axis of model.scan_layers.
+  c.mesh.rules.relpos_buckets = ""  # Relative-position buckets (encoder families).
+  c.mesh.rules.classes = ""  # Classifier outputs (encoder families).
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "validation"  # Split scored during and after training.

@@ -1,6 +1,7 @@
 """Shared plumbing of the absl entry points in experiments/."""
 
 import ast
+import os
 import sys
 
 from absl import app, flags, logging
@@ -11,6 +12,11 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None,
     "Split the host CPU into this many XLA devices (data parallel over cores); "
     "None: XLA's default of one. Only affects the CPU backend.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", os.environ.get("LM_MULTIHOST") == "1",
+    "Call jax.distributed.initialize() first (one process per host of a multi-host TPU "
+    "slice or GPU cluster; on TPU VMs it finds the other hosts itself). Default: "
+    "$LM_MULTIHOST == 1, which `launch.sh tpu` sets.")
 
 
 def run(main) -> None:
@@ -28,6 +34,9 @@ def run(main) -> None:
     if _CPU_DEVICES.value is not None:
       import jax  # Must be configured before the first computation initialises backends.
       jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+    if _MULTIHOST.value:
+      import jax  # Before anything touches a device.
+      jax.distributed.initialize()
     try:
       return main(argv)
     except UserError as e:

@@ -1,4 +1,4 @@
-"""Progress line for long loops: step, loss, tokens/s and ETA, on stderr."""
+"""Progress line for long loops: step, loss, tokens/s (per device), MFU and ETA, on stderr."""
 
 import sys
 import time
@@ -13,10 +13,16 @@ class Progress:
   """Call `update(step, **values)`; redraws in place on a terminal, else prints every call.
 
   Throughput counts from the first update, so compilation time does not skew the ETA.
+  With `flops_per_token` and `peak_flops` (per device) the line adds MFU; `enabled=False`
+  (every process but 0 of a multi-host run) prints nothing.
   """
 
-  def __init__(self, total: int, *, tokens_per_step: int, start: int = 0, stream=None):
+  def __init__(self, total: int, *, tokens_per_step: int, start: int = 0, stream=None,
+               devices: int = 1, flops_per_token: float | None = None,
+               peak_flops: float | None = None, enabled: bool = True):
     self.total, self.tokens_per_step = total, tokens_per_step
+    self.devices, self.flops_per_token, self.peak_flops = devices, flops_per_token, peak_flops
+    self.enabled = enabled
     self.stream = stream or sys.stderr
     self.tty = self.stream.isatty()
     self.first_step, self.first_time = None, None
@@ -33,8 +39,14 @@ class Progress:
     parts = [f"step {step}/{self.total}"]
     parts += [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
     if rate:
-      parts += [f"{rate * self.tokens_per_step:,.0f} tok/s", f"ETA {_hms(eta)}"]
+      tokens = rate * self.tokens_per_step
+      parts.append(f"{tokens:,.0f} tok/s ({tokens / self.devices:,.0f}/device)")
+      if self.flops_per_token and self.peak_flops:
+        parts.append(f"MFU {tokens * self.flops_per_token / (self.devices * self.peak_flops):.1%}")
+      parts.append(f"ETA {_hms(eta)}")
     line = " | ".join(parts)
+    if not self.enabled:
+      return line
     if self.tty:
       self.stream.write("\r\033[K" + line)
     else:
@@ -44,6 +56,8 @@ class Progress:
 
   def message(self, text: str) -> None:
     """A line of its own that the progress line does not overwrite."""
+    if not self.enabled:
+      return
     self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
     self.stream.flush()
 

@@ -106,8 +106,9 @@ def check_config_change(workdir: str, config: ml_collections.ConfigDict) -> list
   with open(config_path(workdir)) as f:
     old = json.load(f)
   new = json.loads(config.to_json_best_effort())
-  old.pop("allow_config_change", None)
-  new.pop("allow_config_change", None)
+  for key in ("allow_config_change", "mesh"):  # A new mesh changes the layout, not the run.
+    old.pop(key, None)
+    new.pop(key, None)
   changes = config_changes(old, new)
   if changes and not config.allow_config_change:
     raise ConfigError(f"workdir {workdir} was trained with a different config ("
@@ -178,6 +179,10 @@ def load_run(workdir: str, step: int | None = None):
   optimizer = optim.build(config.optim, config.train.steps)
   abstract = jax.eval_shape(lambda: steps.create_state(
       decoder.init_params(model_cfg, jax.random.PRNGKey(0)), optimizer, jax.random.PRNGKey(0)))
+  # Whole arrays on one device, whatever mesh saved them (orbax reassembles the shards).
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
+                          abstract)
   mngr = checkpoint.manager(workdir, async_save=False)
   restored = checkpoint.restore(mngr, abstract, step)
   mngr.close()

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from lm import checkpoint, evaluation, generation, losses, metrics, optim, run_files
-from lm import preemption, sharding, stages, steps, tokenizers
+from lm import preemption, sharding, stages, steps, throughput, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
 from lm.models import decoder
@@ -112,6 +112,15 @@ def validate(config) -> None:
     _require(not (a.loss == "robust_dpo" and a.label_smoothing >= 0.5),
              "align.label_smoothing must be < 0.5 for robust_dpo")
   model_config(config, vocab_size=1)  # Validates every model field and combination.
+  _check_number(config, "train.peak_flops", 0, optional=True, low_open=True)
+  mesh_shape = sharding.parse_shape(config.mesh.shape, jax.device_count())
+  sharding.rules_from_config(config.mesh.rules)
+  data_parallel = mesh_shape["data"] * mesh_shape["fsdp"]
+  for key, size in (("train.batch_size / train.accum_steps", t.batch_size // t.accum_steps),
+                    ("eval.batch_size", config.eval.batch_size)):
+    _require(size % data_parallel == 0,
+             f"{key}={size} is not divisible by the data-parallel size {data_parallel} "
+             f"(mesh data x fsdp = {mesh_shape['data']} x {mesh_shape['fsdp']})")
 
 
 def load_data(config, workdir: str | None):
@@ -126,7 +135,7 @@ def load_data(config, workdir: str | None):
   else:
     tokenizer = tokenizers.build(d.tokenizer, texts["train"],
                                  special_tokens=tuple(d.special_tokens))
-    if path:
+    if path and jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)
   tokens = {s: np.asarray(tokenizer.encode(t), np.int32) for s, t in texts.items()}
@@ -182,18 +191,15 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
     NonFiniteError: non-finite loss/gradients with train.nonfinite='stop'; nothing saved.
   """
   validate(config)
-  mesh = sharding.data_mesh()
-  sharding.check_batch(config.train.batch_size // config.train.accum_steps, mesh,
-                       "train.batch_size / train.accum_steps")
-  sharding.check_batch(config.eval.batch_size, mesh, "eval.batch_size")
+  mesh = sharding.make_mesh(config.mesh.shape)
   with run_files.WorkdirLock(workdir), preemption.StopRequest() as stop:
     changes = run_files.check_config_change(workdir, config)
     if config.stage == "pretrain":
       (tokenizer, tokens), start_params = load_data(config, workdir), None
     else:
       (tokenizer, start_params), tokens = stages.load_start(config, workdir), None
-    run_files.write_config(workdir, config)
     if jax.process_index() == 0:
+      run_files.write_config(workdir, config)
       run_files.append_run_info(workdir, run_files.run_info(changes))
     return _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params)
 
@@ -201,17 +207,20 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
 def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params=None) -> dict:
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
-  print(f"model: {decoder.param_count(model_cfg):,} params "
-        f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding), "
-        f"{decoder.flops_per_token(model_cfg):.3g} train FLOPs/token, "
-        f"{mesh.shape['data']} {jax.devices()[0].platform} device(s)", flush=True)
+  lead = jax.process_index() == 0  # Only process 0 prints and writes files.
+  if lead:
+    print(f"model: {decoder.param_count(model_cfg):,} params "
+          f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding), "
+          f"{decoder.flops_per_token(model_cfg):.3g} train FLOPs/token, "
+          f"{mesh.size} {jax.devices()[0].platform} device(s) on "
+          f"{jax.process_count()} process(es), mesh {dict(mesh.shape)}", flush=True)
 
   model = decoder.Decoder(model_cfg)
   t = config.train
   optimizer = optim.build(config.optim, t.steps)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, state_rng = jax.random.split(rng)
-  replicated = sharding.replicated(mesh)
+  rows = sharding.local_rows(t.batch_size, mesh)  # This process's share of each batch.
   if config.stage == "pretrain":
     loss_fn = _loss_fn(config)
     train_windows = windows.TrainWindows(tokens["train"], context=config.data.context,
@@ -220,54 +229,68 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
     # records that position so a resumed run can check it reads the same stream.
     data_state = lambda step: {"seed": config.seed, "examples_seen": step * t.batch_size,
                                "num_windows": train_windows.num_windows}
-    init = jax.jit(lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer,
-                                                state_rng), out_shardings=replicated)
+    make_state = lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer,
+                                              state_rng)
     eval_fn = functools.partial(evaluation.evaluate_tokens, model=model, loss_fn=loss_fn,
                                 context=config.data.context, batch_size=config.eval.batch_size,
                                 max_batches=config.eval.max_batches, mesh=mesh)
     evaluate = lambda params: eval_fn(params, tokens[config.eval.split])
-    train_batch = train_windows.batch
+    train_batch = functools.partial(train_windows.batch, rows=rows)
   else:
     stage = stages.build(config, workdir, tokenizer, model_cfg, start_params, init_rng, mesh)
-    model, loss_fn, evaluate, train_batch = (stage.model, stage.loss_fn, stage.evaluate,
-                                             stage.batches.batch)
+    model, loss_fn, evaluate = stage.model, stage.loss_fn, stage.evaluate
+    train_batch = lambda s: {k: v[rows] for k, v in stage.batches.batch(s).items()}
     data_state = lambda step: {"seed": config.seed, "stage": config.stage,
                                "examples_seen": step * t.batch_size,
                                "num_examples": stage.batches.num_examples}
+    make_state = lambda r: steps.create_state(stage.init_params(r), optimizer, state_rng)
+  # Abstract init, shardings from the logical axis rules, then each array is created on the
+  # devices that hold it (jit with out_shardings): no host ever holds the whole state.
+  abstract_state = jax.eval_shape(make_state, init_rng)
+  state_sharding = sharding.train_state_shardings(
+      model, abstract_state, mesh, sharding.rules_from_config(config.mesh.rules),
+      config.data.context)
+  if config.stage == "pretrain":
+    init = jax.jit(make_state, out_shardings=state_sharding)
+  else:  # Start params are an argument, not constants baked into the program.
     create = jax.jit(lambda params: steps.create_state(params, optimizer, state_rng),
-                     out_shardings=replicated)
+                     out_shardings=state_sharding)
     init = lambda r: create(stage.init_params(r))
-  abstract_state = jax.eval_shape(init, init_rng)
+  abstract_state = sharding.with_shardings(abstract_state, state_sharding)
 
   mngr, restored = checkpoint.restore_latest_good(
       workdir, abstract_state,
       make_manager=lambda: checkpoint.manager(workdir, keep=t.keep_checkpoints))
-  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+  writer = metrics.Writer(workdir, enabled=lead)
   host_pending, skipped = [], 0  # Per-step metrics not yet in a record; skipped steps.
   if restored is None:
     state, start = init(init_rng), 0
   else:
-    state, meta = restored
-    state = jax.device_put(state, replicated)
+    state, meta = restored  # Restored straight into `state_sharding`, any saved mesh.
     start = int(meta["step"])
     if meta.get("data") != data_state(start) and not config.allow_config_change:
       raise ConfigError(f"the checkpoint at step {start} read data {meta.get('data')}, this "
                         f"run would read {data_state(start)}; pass "
                         "--config.allow_config_change=True to continue anyway")
     host_pending, skipped = meta["pending_metrics"], meta["skipped_steps"]
-    print(f"resumed from step {start} of {workdir}", flush=True)
+    if lead:
+      print(f"resumed from step {start} of {workdir}", flush=True)
   writer.truncate_after(start)
 
   train_step = jax.jit(functools.partial(
       steps.train_step, model=model, optimizer=optimizer, loss_fn=loss_fn,
       accum_steps=t.accum_steps, skip_nonfinite=t.nonfinite == "skip",
-      inject_nonfinite_at=t.inject_nonfinite_at), donate_argnames="state")
+      inject_nonfinite_at=t.inject_nonfinite_at), donate_argnames="state",
+      out_shardings=(state_sharding, sharding.replicated(mesh)))
   schedule = optim.schedule(config.optim, t.steps)
   last = t.steps if stop_at is None else min(stop_at, t.steps)
-  progress = Progress(t.steps, tokens_per_step=t.batch_size * config.data.context)
+  peak, _ = throughput.device_peak(config.train.peak_flops, model_cfg.dtype)
+  progress = Progress(t.steps, tokens_per_step=t.batch_size * config.data.context,
+                      devices=mesh.size, flops_per_token=decoder.flops_per_token(model_cfg),
+                      peak_flops=peak, enabled=lead)
   pending, wall, final_eval, step, signal_name = [], time.perf_counter(), None, start, None
   for step in range(start + 1, last + 1):
-    batch = sharding.put_batch(train_batch(step - 1), mesh)
+    batch = sharding.put_local_batch(train_batch(step - 1), t.batch_size, mesh)
     state, step_metrics = train_step(state, batch)
     pending.append(step_metrics)  # Stays on device: fetching every step would stall.
     # Read the signal flag once per step: a signal arriving later in this iteration is
@@ -323,7 +346,8 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
   if config.stage != "pretrain":
     results["stage"], results["data_counts"] = config.stage, stage.counts
   results["train_wall_s"] = time.perf_counter() - wall
-  run_files.write_json(f"{workdir}/results.json", results)
+  if lead:
+    run_files.write_json(f"{workdir}/results.json", results)
   return results
 
 

@@ -12,5 +12,6 @@ def test_throughput_and_peak_report_consistent_numbers():
   model_cfg = decoder.ModelConfig(vocab_size=65, **config.model.to_dict())
   assert result["flops_per_token"] == decoder.flops_per_token(model_cfg)
   assert result["model_flops"] == result["tokens_per_s"] * result["flops_per_token"]
+  assert result["tokens_per_s_per_device"] == result["tokens_per_s"] / result["devices"]
   peak = benchmark.matmul_peak(sizes=(64, 128))
   assert peak["size"] in (64, 128) and peak["flops"] > 0

@@ -40,20 +40,29 @@ class TrainWindows:
     self.batch_size = batch_size
     self.num_windows = len(tokens) - context
     span = np.arange(context + 1)
-    self._dataset = (
+    self._windows = (
         grain.MapDataset.range(self.num_windows)
         .shuffle(seed=_shuffle_seed(seed))
         .repeat()  # Infinite; grain reshuffles each epoch with seed + epoch.
-        .map(lambda start: tokens[start + span])
-        .batch(batch_size))
+        .map(lambda start: tokens[start + span]))
+    self._dataset = self._windows.batch(batch_size)
 
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The batch for `step` >= 0: inputs/targets/weights, each [batch_size, context]."""
+  def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+    """The batch for `step` >= 0: inputs/targets/weights, each [batch_size, context].
+
+    rows: only these rows of it (a host's share under a multi-host mesh), read without
+    reading the others.
+    """
     if step < 0:
       raise ValueError(f"step must be >= 0, got {step}")
-    chunk = self._dataset[step]  # [batch_size, context + 1]
+    if rows is None:
+      chunk = self._dataset[step]  # [batch_size, context + 1]
+    else:
+      first = step * self.batch_size
+      chunk = np.stack([self._windows[first + i]
+                        for i in range(*rows.indices(self.batch_size))])
     return {"inputs": chunk[:, :-1], "targets": chunk[:, 1:],
-            "weights": np.ones((self.batch_size, self.context), np.float32)}
+            "weights": np.ones((len(chunk), self.context), np.float32)}
 
 
 def _shuffle_seed(seed: int) -> int:

@@ -17,6 +17,7 @@ _CHOICES = {
     "mlp": ("gelu", "swiglu"),
     "dtype": ("float32", "bfloat16"),
     "param_dtype": ("float32", "bfloat16"),
+    "remat": ("none", "full", "dots_saveable"),
 }
 
 
@@ -43,6 +44,8 @@ class ModelConfig:
   dtype: str = "float32"  # Compute dtype of activations and matmuls.
   param_dtype: str = "float32"  # Storage dtype of parameters (master weights).
   init_std: float = 0.02  # Normal init std; residual outputs get std / sqrt(2 * layers).
+  remat: str = "none"  # Recompute block activations in backward: 'none', 'full', 'dots_saveable'.
+  scan_layers: bool = False  # lax.scan over blocks; params stacked on a leading 'layers' axis.
 
   def __post_init__(self):
     for name, choices in _CHOICES.items():
@@ -62,6 +65,8 @@ class ModelConfig:
                         f"model.num_heads={self.num_heads}")
     if self.position == "rope" and self.dims_per_head % 2:
       raise ConfigError(f"rotary positions need an even head_dim, got {self.dims_per_head}")
+    if not isinstance(self.scan_layers, bool):
+      raise ConfigError(f"model.scan_layers={self.scan_layers!r} must be True or False")
     if not 0.0 <= self.dropout < 1.0:
       raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
 

@@ -61,10 +61,14 @@ class Decoder(nn.Module):
     if cache is None:
       mask = causal_mask(length, segment_ids)
     layers = {}
-    for i in range(cfg.num_layers):
+    if cfg.scan_layers:
+      x, layers = _ScannedBlocks(cfg, deterministic, name="layers")(
+          x, None if cache is None else cache["layers"], positions, mask,
+          None if cache is None else cache["index"])
+    for i in range(0 if cfg.scan_layers else cfg.num_layers):
       name = f"block_{i}"
       if cache is None:
-        x = Block(cfg, name=name)(x, positions, mask, deterministic)
+        x = _block_class(cfg)(cfg, name=name)(x, positions, mask, deterministic)
       else:
         x, layers[name] = Block(cfg, name=name)(x, positions, mask, deterministic,
                                                 cache["layers"][name], cache["index"])
@@ -85,6 +89,49 @@ class Decoder(nn.Module):
     return logits.astype(jnp.float32), aux
 
 
+_REMAT_POLICIES = {"full": None, "dots_saveable": jax.checkpoint_policies.dots_saveable}
+
+
+def _block_class(cfg: ModelConfig):
+  """Block, or Block under `nn.remat` with the policy `cfg.remat` names (training only).
+
+  'full' saves only each block's input and recomputes the rest in the backward pass;
+  'dots_saveable' keeps the matmul outputs and recomputes the cheap elementwise ops.
+  """
+  if cfg.remat == "none":
+    return Block
+  # static_argnums counts `self` as 0: argument 4 is `deterministic`.
+  return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(4,))
+
+
+class _ScanBody(nn.Module):
+  """One block as a scan body: (x, layer cache) -> (x, new layer cache)."""
+
+  config: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, layer_cache, positions, mask, cache_index):
+    cfg = self.config
+    if layer_cache is None:
+      return _block_class(cfg)(cfg, name="block")(x, positions, mask, self.deterministic), None
+    return Block(cfg, name="block")(x, positions, mask, self.deterministic, layer_cache,
+                                    cache_index)
+
+
+def _ScannedBlocks(cfg: ModelConfig, deterministic: bool, name: str):  # noqa: N802
+  """All blocks as one `nn.scan`: params and KV cache stacked on a leading [layers] axis.
+
+  One block is traced and compiled instead of `num_layers`, so compile time and program
+  size stop growing with depth. The stacked axis carries the logical name 'layers'.
+  """
+  scanned = nn.scan(_ScanBody, variable_axes={"params": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                    length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+  return scanned(cfg, deterministic, name=name)
+
+
 # KV cache. Prompts of different lengths are left-padded to one length (see lm.decoding), so
 # every row writes its next token into the same slot and one dynamic_update_slice serves the
 # whole batch. Each row's padding is masked out and its positions count from its first real
@@ -100,18 +147,23 @@ def init_cache(cfg: ModelConfig, start, slots: int):
 
   Returns:
     {'index': int32 [] (slots filled so far), 'start': [batch],
-     'layers': {'block_i': {'k', 'v': [batch, slots, kv_heads, head_dim] compute dtype}}}.
+     'layers': {'block_i': {'k', 'v': [batch, slots, kv_heads, head_dim] compute dtype}}};
+    with cfg.scan_layers, 'layers' is {'k', 'v': [layers, batch, slots, kv_heads, head_dim]}.
   """
   shape = (start.shape[0], slots, cfg.kv_heads, cfg.dims_per_head)
-  zeros = lambda: jnp.zeros(shape, cfg.compute_dtype)  # noqa: E731
+  if cfg.scan_layers:
+    shape = (cfg.num_layers, *shape)
+    layers = {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+  else:
+    zeros = lambda: jnp.zeros(shape, cfg.compute_dtype)  # noqa: E731
+    layers = {f"block_{i}": {"k": zeros(), "v": zeros()} for i in range(cfg.num_layers)}
   return {"index": jnp.zeros((), jnp.int32), "start": jnp.asarray(start, jnp.int32),
-          "layers": {f"block_{i}": {"k": zeros(), "v": zeros()}
-                     for i in range(cfg.num_layers)}}
+          "layers": layers}
 
 
 def _cached_positions_and_mask(cache, length: int):
   """Positions [batch, length] and mask [batch, 1, length, slots] of tokens continuing `cache`."""
-  slots = cache["layers"]["block_0"]["k"].shape[1]
+  slots = jax.tree.leaves(cache["layers"])[0].shape[-3]  # [(layers,) batch, slots, kv, d]
   start = cache["start"][:, None]
   query = cache["index"] + jnp.arange(length, dtype=jnp.int32)  # [length]
   # Padding slots get position 0 (they are masked as keys and their outputs are unused); a
@@ -220,7 +272,8 @@ def flops_per_token(cfg: ModelConfig, length: int | None = None) -> float:
   full T that nanoGPT/PaLM count (which assumes no causal saving).
   """
   length = length or cfg.max_len
-  params = nn.meta.unbox(abstract_params(cfg))
+  # Unscanned shapes: a scanned model's stacked norm scales would look like matrices.
+  params = nn.meta.unbox(abstract_params(dataclasses.replace(cfg, scan_layers=False)))
   matmul = sum(x.size for x in jax.tree.leaves(params) if x.ndim >= 2)
   matmul -= params["embedding"].size + params.get("position_embedding", jnp.zeros(0)).size
   matmul += cfg.width * cfg.vocab_size  # Output projection, tied or not.
