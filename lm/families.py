@@ -129,7 +129,9 @@ def load_start(config, workdir: str):
   elif os.path.exists(path):
     tokenizer = tokenizers.load(path)
   elif stage == "seq2seq":
-    tokenizer = tokenizers.build(d.tokenizer, config.task.alphabet,
+    alphabet = config.task.alphabet
+    answer = seq2seq.TASKS[config.task.seq2seq]
+    tokenizer = tokenizers.build(d.tokenizer, alphabet + answer(alphabet),
                                  special_tokens=tuple(d.special_tokens), char_specials=True)
   else:
     train_examples, _ = _classify_examples(config)

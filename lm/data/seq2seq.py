@@ -44,4 +44,5 @@ def random_strings(rng: np.random.Generator, n: int, *, alphabet: str, min_len: 
 TASKS = {
     "reverse": lambda s: s[::-1],
     "sort": lambda s: "".join(sorted(s)),
+    "upper": lambda s: s.upper(),
 }

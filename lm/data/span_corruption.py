@@ -54,6 +54,7 @@ def random_spans_noise_mask(length: int, rng: np.random.Generator, *,
 def corrupt(tokens, mask, sentinels) -> tuple[list[int], list[int]]:
   """(inputs, targets) of `tokens` [n] with noise `mask` [n]; sentinels: ids, one per span."""
   inputs, targets, span = [], [], -1
+  tokens = [int(t) if isinstance(t, (int, np.integer)) else t for t in tokens]
   for i, (t, noisy) in enumerate(zip(tokens, mask)):
     starts = noisy and (i == 0 or not mask[i - 1])
     if starts:
@@ -64,9 +65,9 @@ def corrupt(tokens, mask, sentinels) -> tuple[list[int], list[int]]:
       if starts:
         inputs.append(sentinels[span])
         targets.append(sentinels[span])
-      targets.append(int(t))
+      targets.append(t)
     else:
-      inputs.append(int(t))
+      inputs.append(t)
   return inputs, targets
 
 
