@@ -7,7 +7,7 @@ import os
 
 from absl import flags
 
-from lm import cli, evaluation, losses, run_files, train
+from lm import cli, evaluation, families, losses, run_files, train
 from lm.models import decoder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
@@ -17,6 +17,12 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.
 
 def main(argv):
   del argv
+  if run_files.read_config(_WORKDIR.value).model.get("family", "decoder") != "decoder":
+    # Encoder / encoder-decoder runs: their stage's own evaluation (lm.families).
+    result = families.evaluate_run(_WORKDIR.value, _STEP.value)
+    run_files.write_json(os.path.join(_WORKDIR.value, "eval_family.json"), result)
+    print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    return
   config, tokenizer, model_cfg, params = run_files.load_run(_WORKDIR.value, _STEP.value)
   _, tokens = train.load_data(config, _WORKDIR.value)
   loss_fn = losses.get(config.loss.name)  # Plain NLL: no smoothing or z-loss at eval.

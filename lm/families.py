@@ -398,3 +398,26 @@ def _seq2seq(config, tokenizer, cfg, model, loss_fn, tokens, start, fresh, mesh)
     fresh = lambda rng: start  # noqa: E731
   return Stage(model, loss_fn, _Batches(batch, 0), evaluate, fresh, {"eval": len(held_out)},
                finish)
+
+
+def source_decoding(cfg: ModelConfig, params, tokenizer, sources):
+  """(decoding model over `sources` (token lists), one BOS prompt per source, [EOS] stop
+  tokens) for `lm.generation`."""
+  bos, eos, pad = _specials(tokenizer, "<bos>", "<eos>", "<pad>")
+  longest = max(len(s) for s in sources)
+  tokens = np.full((len(sources), longest), pad, np.int32)
+  for i, s in enumerate(sources):
+    tokens[i, :len(s)] = s
+  mask = np.arange(longest)[None] < np.array([len(s) for s in sources])[:, None]
+  model = encoder_decoder.decoding_model(cfg, params, tokens, mask)
+  return model, [[bos]] * len(sources), [eos]
+
+
+def evaluate_run(workdir: str, step: int | None = None) -> dict:
+  """Re-evaluates an encoder or encoder-decoder run's checkpoint as its stage does at the
+  end of training (classify: accuracy and majority baseline; seq2seq: exact match)."""
+  from lm import train  # Deferred: lm.train imports this module.
+  config, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
+  tokens = train.load_data(config, workdir)[1] if config.stage in TEXT_STAGES else None
+  stage = build(config, tokenizer, model_cfg, tokens, None, sharding.data_mesh())
+  return stage.finish(params, stage.evaluate(params))
