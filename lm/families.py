@@ -69,6 +69,8 @@ def validate(config) -> None:
     if not 1 <= t.min_len <= t.max_len < config.data.context:
       raise ConfigError(f"need 1 <= task.min_len <= task.max_len < data.context, got "
                         f"{t.min_len}, {t.max_len}, {config.data.context}")
+  if t.builtin not in (None, "real_vs_shuffled"):
+    raise ConfigError(f"task.builtin={t.builtin!r}: expected None or 'real_vs_shuffled'")
   if stage == "classify" and t.train_file is None and t.builtin is None:
     raise ConfigError("stage 'classify' needs task.train_file (CSV/JSONL text,label) or "
                       "task.builtin='real_vs_shuffled'")

@@ -209,8 +209,12 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
 def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params=None) -> dict:
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
-  print(f"model: {model_cfg.family}, {families.param_count(model_cfg, config.stage):,} "
-        f"params, {families.flops_per_token(model_cfg):.3g} train FLOPs/token, "
+  if model_cfg.family == "decoder":
+    size = (f"{decoder.param_count(model_cfg):,} params "
+            f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding)")
+  else:
+    size = f"{model_cfg.family}, {families.param_count(model_cfg, config.stage):,} params"
+  print(f"model: {size}, {families.flops_per_token(model_cfg):.3g} train FLOPs/token, "
         f"{mesh.shape['data']} {jax.devices()[0].platform} device(s)", flush=True)
 
   model = decoder.Decoder(model_cfg)
