@@ -4,13 +4,15 @@ Variants (`--config=configs/encoder_shakespeare.py:VARIANT`):
   mlm       Character-level masked LM (15% selected, 80/10/10), 4 layers, width 128,
             context 64, bidirectional, learned positions. Run:
               ./launch.sh train --config=configs/encoder_shakespeare.py:mlm --workdir=runs/mlm
+            Expect masked-character loss about 1.88, accuracy about 0.47 (10 min on a
+            shared 2-core CPU).
   classify  Fine-tunes that encoder (init_from) on 'real' vs 'shuffled' lines: every
             Shakespeare line of 4+ words, half with their words shuffled (built from the
             train and validation splits; task.train_file/eval_file take a CSV/JSONL
             `text,label` instead). Pooled first ([CLS]) token. Run:
               ./launch.sh train --config=configs/encoder_shakespeare.py:classify \
                   --workdir=runs/cls --config.init_from=runs/mlm
-            Expected results: see README "Encoder and encoder-decoder families".
+            Expect held-out accuracy about 0.90 vs a majority baseline of 0.52 (5 min).
   smoke, classify_smoke  Seconds-long versions for tests.
 """
 

@@ -9,7 +9,8 @@ Variants (`--config=configs/seq2seq.py:VARIANT`):
            reaches only ~23% exact match: cross-attention carries no position, so the
            model must first learn absolute positions from the bias.) Run:
              ./launch.sh train --config=configs/seq2seq.py:reverse --workdir=runs/reverse
-           Expected results: see README "Encoder and encoder-decoder families".
+           Expect exact match 0.990 greedy and 0.990 beam, per-character accuracy 0.999
+           (about 10 min on a shared 2-core CPU).
   span     T5 span corruption (15% noise, mean span 3, sentinels) on Tiny Shakespeare
            characters, context 64.
   smoke, span_smoke  Seconds-long versions for tests.
