@@ -20,13 +20,12 @@ import os
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lm import beam_search, decoding, losses, metrics, run_files, sharding, stages, steps
 from lm import tokenizers
 from lm.data import instruct, labelled, mlm, seq2seq, sources, span_corruption, windows
-from lm.errors import ConfigError, DataError
+from lm.errors import ConfigError
 from lm.models import encoder, encoder_decoder
 from lm.models.config import ModelConfig
 
