@@ -22,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds params init, dropout and the data order.
   c.allow_config_change = False  # Resume a workdir whose saved config differs from this one.
 
-  c.stage = "pretrain"  # 'pretrain' (text windows), 'sft', 'dpo' (any preference loss) or 'reward'.
+  c.stage = "pretrain"  # decoder: 'pretrain' (text windows), 'sft', 'dpo' (any preference loss), 'reward'; encoder: 'mlm', 'classify'; encoder_decoder: 'span_corruption', 'seq2seq' (lm.families).
   c.init_from = ml_collections.FieldReference(None, field_type=str)  # Workdir whose latest params (and tokenizer) start this run; None: fresh init.
 
   c.data = ml_collections.ConfigDict()
@@ -33,7 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split_fractions = (0.9, 0.05, 0.05)  # For source 'text': train/validation/test shares.
   c.data.tokenizer = "char"  # 'char' (vocabulary of the training split) or 'byte' (UTF-8).
   c.data.context = 64  # Tokens per training window (the model's maximum length).
-  c.data.special_tokens = ("<bos>", "<eos>", "<pad>")  # Byte tokenizer only: special tokens (ids 256...), e.g. chat-template markers.
+  c.data.special_tokens = ("<bos>", "<eos>", "<pad>")  # Byte tokenizer: special tokens (ids 256...), e.g. chat-template markers; char: with char_specials.
+  c.data.char_specials = False  # Char tokenizer: add data.special_tokens after the characters (mask, sentinels).
 
   c.model = ml_collections.ConfigDict()  # Fields of lm.models.config.ModelConfig.
   c.model.num_layers = 4  # Transformer blocks.
@@ -42,11 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 128  # Residual stream width.
   c.model.head_dim = ml_collections.FieldReference(None, field_type=int)  # None: width / heads.
   c.model.mlp_width = ml_collections.FieldReference(None, field_type=int)  # None: 4x width (gelu), 8/3x (swiglu).
-  c.model.position = "learned"  # 'learned' absolute table or 'rope'.
+  c.model.position = "learned"  # 'learned' absolute table, 'rope', or 'relative' (T5 bias; encoder families).
   c.model.rope_theta = 10_000.0  # Rotary base frequency.
   c.model.norm = "layernorm"  # 'layernorm' or 'rmsnorm'.
   c.model.norm_eps = 1e-5  # Added to the variance in norms.
-  c.model.mlp = "gelu"  # 'gelu' or 'swiglu'.
+  c.model.mlp = "gelu"  # 'gelu' (tanh), 'gelu_exact' (erf, BERT), 'relu' (T5), 'swiglu', 'geglu' (T5 v1.1).
   c.model.tie_embeddings = True  # Output projection = transposed token embedding.
   c.model.use_bias = False  # Biases on dense layers and LayerNorm.
   c.model.dropout = 0.0  # Dropout rate on embeddings, attention and residual branches.
@@ -56,6 +57,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.remat = "none"  # Recompute block activations in the backward pass: 'none', 'full' or 'dots_saveable' (keep matmul outputs).
   c.model.scan_layers = False  # One lax.scan over the blocks (fast compiles; params stacked on a leading 'layers' axis, so checkpoints differ).
   c.model.max_len = c.data.get_ref("context")  # Follows data.context.
+  c.model.family = "decoder"  # 'decoder' (GPT), 'encoder' (BERT) or 'encoder_decoder' (T5).
+  c.model.num_encoder_layers = ml_collections.FieldReference(None, field_type=int)  # encoder_decoder: encoder blocks; None: num_layers.
+  c.model.norm_position = "pre"  # 'pre' x + f(norm(x)), or 'post' norm(x + f(x)) (BERT).
+  c.model.embed_norm = False  # Norm on the summed embeddings (BERT).
+  c.model.type_vocab_size = 0  # Token-type (segment) embeddings; 0: none.
+  c.model.scale_attention = True  # Attention logits / sqrt(head_dim); False for T5.
+  c.model.relative_buckets = 32  # position 'relative': T5 bias buckets.
+  c.model.relative_max_distance = 128  # position 'relative': largest distinguished offset.
+  c.model.scale_tied_logits = False  # encoder_decoder: hidden * width**-0.5 before a tied output (T5).
+  c.model.mlm_transform = False  # Encoder MLM head: dense + activation + norm first (BERT).
+  c.model.pooling = "first"  # Encoder sequence classifier: 'first' token or 'mean'.
+  c.model.pooler = False  # Sequence classifier: dense + tanh on the pooled vector (BERT).
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "cross_entropy"  # A loss in lm.losses.LOSSES.
@@ -121,6 +134,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.align.template.system = "{content}\n\n"  # A system message.
   c.align.template.user = "### Instruction:\n{content}\n\n"  # A user message.
   c.align.template.assistant = "### Response:\n{content}\n\n"  # Before '{content}': prompt; the rest is trained.
+
+  c.task = ml_collections.ConfigDict()  # Encoder and encoder-decoder stages (lm.families).
+  c.task.mask_rate = 0.15  # mlm: share of tokens selected (then 80% mask, 10% random, 10% kept).
+  c.task.noise_density = 0.15  # span_corruption: share of tokens in noise spans.
+  c.task.mean_span = 3.0  # span_corruption: mean noise span length.
+  c.task.train_file = ml_collections.FieldReference(None, field_type=str)  # classify: CSV (text,label header) or JSONL.
+  c.task.eval_file = ml_collections.FieldReference(None, field_type=str)  # classify: held-out file; None: task.eval_fraction of train_file.
+  c.task.eval_fraction = 0.1  # classify: share of train_file held out when eval_file is None.
+  c.task.builtin = ml_collections.FieldReference(None, field_type=str)  # classify without files: 'real_vs_shuffled' lines of data.source.
+  c.task.labels = ()  # classify: the label set; (): sorted labels of the training file.
+  c.task.truncation = "error"  # classify: text longer than data.context: 'error' or 'truncate' (counted).
+  c.task.seq2seq = "reverse"  # seq2seq: a task in lm.data.seq2seq.TASKS ('reverse', 'sort').
+  c.task.alphabet = "abcdefghijklmnopqrstuvwxyz"  # seq2seq: characters of the random strings.
+  c.task.min_len = 1  # seq2seq: shortest random string.
+  c.task.max_len = 12  # seq2seq: longest random string (< data.context).
+  c.task.num_eval = 500  # seq2seq: held-out strings (never trained on).
+  c.task.beam_size = 4  # seq2seq: beams of the final beam-search exact match.
 
   c.sample = ml_collections.ConfigDict()
   c.sample.prompt = "\n"  # Text the sample after training continues.

@@ -11,7 +11,7 @@ import os
 
 from absl import flags
 
-from lm import cli, evaluation, losses, run_files, train
+from lm import cli, evaluation, families, losses, run_files, train
 from lm.errors import UserError
 from lm.models import decoder
 
@@ -45,6 +45,12 @@ def main(argv):
     raise UserError("give exactly one of --workdir and --hf_checkpoint")
   if _HF.value:
     return main_hf()
+  if run_files.read_config(_WORKDIR.value).model.get("family", "decoder") != "decoder":
+    # Encoder / encoder-decoder runs: their stage's own evaluation (lm.families).
+    result = families.evaluate_run(_WORKDIR.value, _STEP.value)
+    run_files.write_json(os.path.join(_WORKDIR.value, "eval_family.json"), result)
+    print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    return
   config, tokenizer, model_cfg, params = run_files.load_run(_WORKDIR.value, _STEP.value)
   _, tokens = train.load_data(config, _WORKDIR.value)
   loss_fn = losses.get(config.loss.name)  # Plain NLL: no smoothing or z-loss at eval.

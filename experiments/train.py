@@ -40,6 +40,9 @@ def main(argv):
   else:  # Preference stages: per-pair means.
     print(f"{results['split']} " + " | ".join(
         f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))
+  for key in ("majority_baseline", "exact_match_greedy", "exact_match_beam"):
+    if key in results:  # Encoder and encoder-decoder stages (lm.families).
+      print(f"{key} {results[key]:.4f}")
   if "sample" in results:
     print(f"sample:\n{results['sample']['prompt']}{results['sample']['text']}")
   print(f"results: {_WORKDIR.value}/results.json")

@@ -33,7 +33,8 @@ def train_step_throughput(config, *, vocab_size: int, steps_per_run: int = 20,
   make = lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer, r)  # noqa: E731
   abstract = jax.eval_shape(make, jax.random.PRNGKey(0))
   state_sharding = sharding.train_state_shardings(
-      model, abstract, mesh, sharding.rules_from_config(config.mesh.rules), config.data.context)
+      decoder.logical_axes(model_cfg), abstract, mesh,
+      sharding.rules_from_config(config.mesh.rules))
   state = jax.jit(make, out_shardings=state_sharding)(jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer,
                                    loss_fn=loss_fn, accum_steps=t.accum_steps),

@@ -61,18 +61,20 @@ def processors(s: Settings) -> tuple:
 
 
 def decode(model: decoding.Model, prompts: Sequence[Sequence[int]], s: Settings,
-           stop_sequences=()) -> list[list[int]]:
+           stop_sequences=(), stop_tokens=None) -> list[list[int]]:
   """New tokens for each prompt (the best beam or best of `num_samples` samples)."""
   longest = max((len(p) for p in prompts), default=0)
   new = s.max_new_tokens or (model.max_len - longest + 1 if model.max_len else 256)
   rng = jax.random.PRNGKey(s.seed)
   if s.strategy == "beam":
     return beam_search.beam_search(model, prompts, beam_size=s.beam_size, max_new_tokens=new,
-                                   length_penalty=s.length_penalty).best()
+                                   length_penalty=s.length_penalty,
+                                   stop_tokens=stop_tokens).best()
   strategy = lp.Greedy() if s.strategy == "greedy" else lp.Sample(
       s.temperature, s.top_k, s.top_p, s.min_p, s.typical_p)
   kwargs = dict(max_new_tokens=new, strategy=strategy, processors=processors(s),
-                stop_sequences=[list(q) for q in stop_sequences] or None)
+                stop_sequences=[list(q) for q in stop_sequences] or None,
+                stop_tokens=stop_tokens)
   if s.num_samples > 1:
     return decoding.best_of_n(model, prompts, n=s.num_samples, rng=rng, **kwargs)[0].lists()
   return decoding.generate(model, prompts, rng=rng, **kwargs).lists()
@@ -93,13 +95,20 @@ def sample_run(workdir: str | None, prompts: Sequence[str], settings: Settings, 
       raise ConfigError(f"{hf_checkpoint} has no tokenizer files to encode the prompts")
   else:
     _, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
-  model = decoder.decoding_model(model_cfg, params)
   ids = [tokenizer.encode(p) for p in prompts]
   stops = [tokenizer.encode(q) for q in settings.stop]
+  stop_tokens = None
+  if model_cfg.family == "encoder_decoder":  # Prompts are sources; the decoder starts at BOS.
+    from lm import families
+    model, ids, stop_tokens = families.source_decoding(model_cfg, params, tokenizer, ids)
+  elif model_cfg.family == "encoder":
+    raise ConfigError("an encoder-only run does not generate text; use evaluate")
+  else:
+    model = decoder.decoding_model(model_cfg, params)
   timings = []
   for _ in range(2):  # The second call reuses the compilation.
     start = time.perf_counter()
-    out = decode(model, ids, settings, stops)
+    out = decode(model, ids, settings, stops, stop_tokens)
     timings.append((sum(len(o) for o in out), time.perf_counter() - start))
   results = []
   for prompt, new in zip(prompts, out):

@@ -44,7 +44,8 @@ def plan(config, *, vocab_size: int, mesh_shape: str | None, devices=None) -> di
   make_state = lambda r: steps.create_state(decoder.init_params(model_cfg, r), optimizer, r)
   abstract = jax.eval_shape(make_state, jax.random.PRNGKey(0))
   state_sharding = sharding.train_state_shardings(
-      model, abstract, mesh, sharding.rules_from_config(config.mesh.rules), config.data.context)
+      decoder.logical_axes(model_cfg), abstract, mesh,
+      sharding.rules_from_config(config.mesh.rules))
   shape = (t.batch_size, config.data.context)
   rows = sharding.batch_sharded(mesh)
   batch = {"inputs": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=rows),

@@ -170,15 +170,15 @@ def load_run(workdir: str, step: int | None = None):
   """(config, tokenizer, model_cfg, params) of the checkpoint at `step` (default latest)."""
   import jax  # Deferred: config/JSON helpers above must not need jax.
 
-  from lm import checkpoint, optim, steps, tokenizers, train
-  from lm.models import decoder
+  from lm import checkpoint, families, optim, steps, tokenizers, train
 
   config = read_config(workdir)
   tokenizer = tokenizers.load(tokenizer_path(workdir))
   model_cfg = train.model_config(config, tokenizer.vocab_size)
   optimizer = optim.build(config.optim, config.train.steps)
   abstract = jax.eval_shape(lambda: steps.create_state(
-      decoder.init_params(model_cfg, jax.random.PRNGKey(0)), optimizer, jax.random.PRNGKey(0)))
+      families.init_params(model_cfg, jax.random.PRNGKey(0), config.stage), optimizer,
+      jax.random.PRNGKey(0)))
   # Whole arrays on one device, whatever mesh saved them (orbax reassembles the shards).
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),

@@ -20,7 +20,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -147,10 +146,11 @@ def state_shardings(abstract_state: dict, params_sharding, mesh: Mesh) -> dict:
   return out
 
 
-def train_state_shardings(model, abstract_state: dict, mesh: Mesh, rules: tuple,
-                          context: int) -> dict:
-  """`state_shardings` of a train state whose params are `model`'s, under `rules`."""
-  specs = logical_specs(model, jnp.zeros((1, context), jnp.int32))
+def train_state_shardings(specs, abstract_state: dict, mesh: Mesh, rules: tuple) -> dict:
+  """`state_shardings` of a train state whose params have logical axes `specs`, under `rules`.
+
+  specs: PartitionSpecs of logical axis names, like the params (`lm.families.logical_axes`).
+  """
   return state_shardings(
       abstract_state, param_shardings(specs, abstract_state["params"], mesh, rules), mesh)
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-_MODEL_INPUTS = ("positions", "segment_ids")
+_MODEL_INPUTS = ("positions", "segment_ids", "padding_mask", "type_ids", "decoder_inputs")
 _LOSS_INPUTS = ("reference_logprobs",)
 
 

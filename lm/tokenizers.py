@@ -27,23 +27,25 @@ class Tokenizer(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class CharTokenizer:
-  """One id per distinct character of the training split, sorted (as nanoGPT)."""
+  """One id per distinct character of the training split, sorted (as nanoGPT), then the
+  named special tokens (mask, sentinels, ...; ids len(chars), len(chars) + 1, ...)."""
 
   chars: str
+  specials: tuple[str, ...] = ()
 
   @classmethod
-  def fit(cls, text: str) -> "CharTokenizer":
+  def fit(cls, text: str, specials: tuple[str, ...] = ()) -> "CharTokenizer":
     if not text:
       raise DataError("cannot build a character vocabulary from empty text")
-    return cls("".join(sorted(set(text))))
+    return cls("".join(sorted(set(text))), tuple(specials))
 
   @property
   def vocab_size(self) -> int:
-    return len(self.chars)
+    return len(self.chars) + len(self.specials)
 
   @property
   def special_ids(self) -> dict[str, int]:
-    return {}
+    return {name: len(self.chars) + i for i, name in enumerate(self.specials)}
 
   def encode(self, text: str) -> list[int]:
     index = self._index
@@ -54,7 +56,7 @@ class CharTokenizer:
                       f"({self.vocab_size} characters from the training split)") from None
 
   def decode(self, ids: Sequence[int]) -> str:
-    return "".join(self.chars[i] for i in ids)
+    return "".join(self.chars[i] for i in ids if i < len(self.chars))
 
   @property
   def _index(self) -> dict[str, int]:
@@ -64,7 +66,7 @@ class CharTokenizer:
     return self.__dict__["_index_cache"]
 
   def to_json(self) -> dict:
-    return {"kind": "char", "chars": self.chars}
+    return {"kind": "char", "chars": self.chars, "specials": list(self.specials)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ def _hf():
 
 
 KINDS = {
-    "char": lambda d: CharTokenizer(d["chars"]),
+    "char": lambda d: CharTokenizer(d["chars"], tuple(d.get("specials", ()))),
     "byte": lambda d: ByteTokenizer(tuple(d["specials"])),
     # Hugging Face tokenizers (lm/hf/tokenizer.py), e.g. of an imported checkpoint.
     "tokenizers": lambda d: _hf().TokenizersTokenizer.from_json(d),
@@ -113,18 +115,20 @@ def from_json(d: dict) -> Tokenizer:
 
 
 def build(kind: str, train_text: str, *,
-          special_tokens: tuple[str, ...] = ByteTokenizer.specials) -> Tokenizer:
+          special_tokens: tuple[str, ...] = ByteTokenizer.specials,
+          char_specials: bool = False) -> Tokenizer:
   """A new tokenizer of `kind` ('char' or 'byte'), fitted on the training text if needed.
 
   special_tokens: names of the byte tokenizer's special tokens (ids 256, 257, ...), e.g.
-  chat-template markers; the char tokenizer has none and ignores them.
+  chat-template markers; the char tokenizer ignores them unless `char_specials` (encoder
+  and encoder-decoder families: mask, padding and sentinel tokens after the characters).
   """
+  specials = tuple(special_tokens)
+  if len(set(specials)) != len(specials) or not all(specials):
+    raise ConfigError(f"data.special_tokens={specials}: need distinct non-empty names")
   if kind == "char":
-    return CharTokenizer.fit(train_text)
+    return CharTokenizer.fit(train_text, specials if char_specials else ())
   if kind == "byte":
-    specials = tuple(special_tokens)
-    if len(set(specials)) != len(specials) or not all(specials):
-      raise ConfigError(f"data.special_tokens={specials}: need distinct non-empty names")
     return ByteTokenizer(specials)
   raise ConfigError(f"data.tokenizer={kind!r}: expected 'char' or 'byte'")
 

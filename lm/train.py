@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from lm import checkpoint, evaluation, generation, losses, metrics, optim, run_files
-from lm import preemption, sharding, stages, steps, throughput, tokenizers
+from lm import families, preemption, sharding, stages, steps, throughput, tokenizers
 from lm.data import sources, windows
 from lm.errors import ConfigError, DataError
 from lm.models import decoder
@@ -27,6 +27,8 @@ SPLITS = ("train", "validation", "test")
 
 def model_config(config, vocab_size: int) -> ModelConfig:
   """The frozen model config from `config.model` and the tokenizer's vocabulary size."""
+  if config.stage in families.STAGES:  # Adds what the data fixes (classifier labels).
+    return families.model_config(config, vocab_size)
   return ModelConfig(vocab_size=vocab_size, **config.model.to_dict())
 
 
@@ -95,11 +97,14 @@ def validate(config) -> None:
            f"data.tokenizer={config.data.tokenizer!r}: expected one of "
            f"{sorted(tokenizers.KINDS)}")
   losses.get(config.loss.name)
-  _require(config.stage in stages.STAGES,
-           f"stage={config.stage!r}: expected one of {stages.STAGES}")
-  _require(config.stage != "pretrain" or config.init_from is None,
-           "init_from is for the stages after pretraining (sft, dpo, reward)")
-  if config.stage != "pretrain":
+  _require(config.stage in stages.STAGES + families.STAGES,
+           f"stage={config.stage!r}: expected one of {stages.STAGES + families.STAGES}")
+  _require(config.stage not in ("pretrain",) + families.TEXT_STAGES
+           or config.init_from is None,
+           "init_from is for the stages after pretraining (sft, dpo, reward, classify, "
+           "seq2seq)")
+  families.validate(config)
+  if config.stage in ("sft", "dpo", "reward"):
     a = config.align
     _require(a.train_file is not None, f"stage {config.stage!r} needs align.train_file")
     _check_number(config, "align.eval_fraction", 0, 1, low_open=True)
@@ -111,7 +116,7 @@ def validate(config) -> None:
     losses.get_preference(a.loss)
     _require(not (a.loss == "robust_dpo" and a.label_smoothing >= 0.5),
              "align.label_smoothing must be < 0.5 for robust_dpo")
-  model_config(config, vocab_size=1)  # Validates every model field and combination.
+  ModelConfig(vocab_size=1, **config.model.to_dict())  # Validates every model field and combination.
   _check_number(config, "train.peak_flops", 0, optional=True, low_open=True)
   mesh_shape = sharding.parse_shape(config.mesh.shape, jax.device_count())
   sharding.rules_from_config(config.mesh.rules)
@@ -134,7 +139,8 @@ def load_data(config, workdir: str | None):
     tokenizer = tokenizers.load(path)  # A resumed run must keep its vocabulary.
   else:
     tokenizer = tokenizers.build(d.tokenizer, texts["train"],
-                                 special_tokens=tuple(d.special_tokens))
+                                 special_tokens=tuple(d.special_tokens),
+                                 char_specials=d.char_specials)
     if path and jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)
@@ -196,6 +202,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
     changes = run_files.check_config_change(workdir, config)
     if config.stage == "pretrain":
       (tokenizer, tokens), start_params = load_data(config, workdir), None
+    elif config.stage in families.STAGES:
+      tokenizer, tokens, start_params = families.load_start(config, workdir)
     else:
       (tokenizer, start_params), tokens = stages.load_start(config, workdir), None
     if jax.process_index() == 0:
@@ -207,11 +215,14 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
 def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params=None) -> dict:
   model_cfg = model_config(config, tokenizer.vocab_size)
   logging.info("model: %s", model_cfg)
+  if model_cfg.family == "decoder":
+    size = (f"{decoder.param_count(model_cfg):,} params "
+            f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding)")
+  else:
+    size = f"{model_cfg.family}, {families.param_count(model_cfg, config.stage):,} params"
   lead = jax.process_index() == 0  # Only process 0 prints and writes files.
   if lead:
-    print(f"model: {decoder.param_count(model_cfg):,} params "
-          f"({decoder.param_count(model_cfg, embeddings=False):,} non-embedding), "
-          f"{decoder.flops_per_token(model_cfg):.3g} train FLOPs/token, "
+    print(f"model: {size}, {families.flops_per_token(model_cfg):.3g} train FLOPs/token, "
           f"{mesh.size} {jax.devices()[0].platform} device(s) on "
           f"{jax.process_count()} process(es), mesh {dict(mesh.shape)}", flush=True)
 
@@ -237,7 +248,10 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
     evaluate = lambda params: eval_fn(params, tokens[config.eval.split])
     train_batch = functools.partial(train_windows.batch, rows=rows)
   else:
-    stage = stages.build(config, workdir, tokenizer, model_cfg, start_params, init_rng, mesh)
+    if config.stage in families.STAGES:
+      stage = families.build(config, tokenizer, model_cfg, tokens, start_params, mesh)
+    else:
+      stage = stages.build(config, workdir, tokenizer, model_cfg, start_params, init_rng, mesh)
     model, loss_fn, evaluate = stage.model, stage.loss_fn, stage.evaluate
     train_batch = lambda s: {k: v[rows] for k, v in stage.batches.batch(s).items()}
     data_state = lambda step: {"seed": config.seed, "stage": config.stage,
@@ -248,8 +262,8 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
   # devices that hold it (jit with out_shardings): no host ever holds the whole state.
   abstract_state = jax.eval_shape(make_state, init_rng)
   state_sharding = sharding.train_state_shardings(
-      model, abstract_state, mesh, sharding.rules_from_config(config.mesh.rules),
-      config.data.context)
+      families.logical_axes(model_cfg, config.stage), abstract_state, mesh,
+      sharding.rules_from_config(config.mesh.rules))
   if config.stage == "pretrain":
     init = jax.jit(make_state, out_shardings=state_sharding)
   else:  # Start params are an argument, not constants baked into the program.
@@ -341,6 +355,8 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
   ev = final_eval or evaluate(state["params"])
   if config.stage == "reward":
     results = {"split": config.eval.split, **ev}
+  elif config.stage in families.STAGES:
+    results = stage.finish(state["params"], ev)
   else:
     results = finish(config, state["params"], model_cfg, tokenizer, ev)
   if config.stage != "pretrain":

@@ -4,7 +4,6 @@ import functools
 
 import jax
 import numpy as np
-import optax
 
 from configs import gpt2
 from lm import optim, planning, steps, train
