@@ -1,34 +1,58 @@
-r"""Loss and perplexity of a workdir's latest checkpoint on a split.
+r"""Evaluates a trained model: perplexity and bits per byte of splits, or MMLU accuracy.
 
-  ./launch.sh evaluate --workdir=runs/baby --split=test
+  ./launch.sh evaluate --workdir=runs/baby --splits=validation,test          # perplexity
+  ./launch.sh evaluate --workdir=runs/baby --splits=test --stride=32         # sliding
+  ./launch.sh evaluate --workdir=runs/byte --task=mmlu --mmlu_dir=../shared/data/mmlu
+
+Writes `<workdir>/eval_<split>.json` or `<workdir>/mmlu_<k>shot.json`, each with the
+evaluation protocol. MMLU needs a tokenizer that encodes any text (byte, sentencepiece,
+word); a char model stops at the first character outside its vocabulary, naming it.
 """
 
 import os
 
 from absl import flags
 
-from lm import cli, evaluation, losses, run_files, train
-from lm.models import decoder
+from lm import cli, eval_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.", required=True)
-_SPLIT = flags.DEFINE_enum("split", "validation", train.SPLITS, "Split to score.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_TASK = flags.DEFINE_enum("task", "perplexity", ["perplexity", "mmlu"], "What to evaluate.")
+_SPLITS = flags.DEFINE_list("splits", ["validation"], "perplexity: splits to score.")
+_STRIDE = flags.DEFINE_integer("stride", None, "perplexity: window stride; None: disjoint.")
+_PREFIX = flags.DEFINE_string("prefix", "auto", "perplexity: special token before the text "
+                              "('none'; 'auto': <eos> for word tokenizers, else none).")
+_MMLU_DIR = flags.DEFINE_string("mmlu_dir", "../shared/data/mmlu", "mmlu: dev/ and test/.")
+_SHOTS = flags.DEFINE_integer("shots", 5, "mmlu: dev examples per prompt.")
+_MAX_PER_SUBJECT = flags.DEFINE_integer("max_per_subject", None, "mmlu: test questions per "
+                                        "subject; None: all.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Rows per forward pass.")
 
 
 def main(argv):
   del argv
-  config, tokenizer, model_cfg, params = run_files.load_run(_WORKDIR.value, _STEP.value)
-  _, tokens = train.load_data(config, _WORKDIR.value)
-  loss_fn = losses.get(config.loss.name)  # Plain NLL: no smoothing or z-loss at eval.
-  result = evaluation.evaluate_tokens(params, tokens[_SPLIT.value],
-                                      model=decoder.Decoder(model_cfg), loss_fn=loss_fn,
-                                      context=config.data.context,
-                                      batch_size=config.eval.batch_size)
-  result["split"] = _SPLIT.value
-  path = os.path.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
-  run_files.write_json(path, result)
-  print(f"{_SPLIT.value}: loss {result['nll']:.4f} nats/token | perplexity "
-        f"{result['perplexity']:.3f} | {result['tokens']:.0f} tokens -> {path}")
+  model = eval_run.load_workdir(_WORKDIR.value, _STEP.value)
+  if _TASK.value == "perplexity":
+    prefix = None if _PREFIX.value == "none" else _PREFIX.value
+    results = eval_run.perplexity(model, _WORKDIR.value, _SPLITS.value, stride=_STRIDE.value,
+                                  prefix=prefix, batch_size=_BATCH.value)
+    for split, r in results.items():
+      print(f"{split}: perplexity {r['perplexity']:.2f} | bits/byte {r['bits_per_byte']:.4f} | "
+            f"word perplexity {r['word_perplexity']:.2f} | {r['tokens']} tokens | "
+            f"{r['protocol']['description']}")
+    return
+  r = eval_run.mmlu(model, _MMLU_DIR.value, shots=_SHOTS.value,
+                    max_per_subject=_MAX_PER_SUBJECT.value, batch_size=_BATCH.value)
+  path = os.path.join(_WORKDIR.value, f"mmlu_{_SHOTS.value}shot.json")
+  eval_run.write_json(path, r)
+  for subject, s in r["subjects"].items():
+    print(f"{subject:45s} n={s['n']:4d} acc_letter {s['acc_letter']:.3f} acc {s['acc']:.3f} "
+          f"acc_norm {s['acc_norm']:.3f}")
+  for avg in ("macro", "micro"):
+    print(f"{avg} average: " + " ".join(f"{k} {r[avg][k]:.3f}"
+                                        for k in ("acc_letter", "acc", "acc_norm")))
+  print(f"chance is {r['chance']:.1%}; a model within a few points of it has learnt nothing "
+        f"MMLU measures ({r['note']}) -> {path}")
 
 
 if __name__ == "__main__":

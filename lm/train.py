@@ -125,7 +125,7 @@ def load_data(config, workdir: str | None):
     tokenizer = tokenizers.load(path)  # A resumed run must keep its vocabulary.
   else:
     tokenizer = tokenizers.build(d.tokenizer, texts["train"],
-                                 special_tokens=tuple(d.special_tokens))
+                                 special_tokens=tuple(d.special_tokens), vocab_size=d.vocab_size)
     if path:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)

@@ -1,0 +1,82 @@
+"""Evaluating a trained model: load it once, then score splits (perplexity) or MMLU.
+
+`load_workdir` is the one place that turns a run into a `LoadedModel` (scorer, tokenizer,
+maximum length); another loader (e.g. an imported Hugging Face checkpoint) only has to
+return the same dataclass for the tasks below to work on it.
+"""
+
+import dataclasses
+import json
+import os
+
+
+from lm import evaluation, multiple_choice, run_files
+from lm.data import sources
+from lm.errors import DataError
+from lm.models import decoder
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  scorer: evaluation.Scorer
+  tokenizer: object  # lm.tokenizers.Tokenizer
+  max_len: int
+  info: dict  # What was loaded, for the results files (params, step, tokenizer kind).
+  config: object = None  # The run's config, where there is one (its data source).
+
+
+def load_workdir(workdir: str, step: int | None = None) -> LoadedModel:
+  """The latest (or `step`) checkpoint of a training run, ready to score."""
+  config, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
+  scorer = evaluation.decoder_scorer(decoder.Decoder(model_cfg), params)
+  info = {"workdir": workdir, "params": decoder.param_count(model_cfg),
+          "tokenizer": tokenizer.to_json()["kind"], "vocab_size": tokenizer.vocab_size,
+          "step": step if step is not None else config.train.steps}
+  return LoadedModel(scorer, tokenizer, model_cfg.max_len, info, config)
+
+
+def default_prefix(tokenizer) -> str | None:
+  """'<eos>' for the word tokenizer (PTB convention: the text follows a line end), else
+  None: the other tokenizers' models never saw a BOS token in training."""
+  return "<eos>" if tokenizer.to_json()["kind"] == "word" else None
+
+
+def perplexity(model: LoadedModel, workdir: str, splits, *, stride: int | None = None,
+               prefix: str | None = "auto", batch_size: int = 32) -> dict[str, dict]:
+  """Scores each split of the run's data source; writes `<workdir>/eval_<split>.json`."""
+  if model.config is None:
+    raise DataError("perplexity on the training splits needs a run's config (a workdir)")
+  d = model.config.data
+  protocol = evaluation.Protocol(window=model.max_len, stride=stride,
+                                 prefix=default_prefix(model.tokenizer) if prefix == "auto"
+                                 else prefix)
+  out = {}
+  for split in splits:
+    text = sources.load_text(d.source, split, data_dir=d.data_dir, manual_dir=d.manual_dir,
+                             text_file=d.text_file, split_fractions=tuple(d.split_fractions))
+    result = evaluation.text_metrics(model.scorer, model.tokenizer, text, protocol,
+                                     batch_size=batch_size)
+    result.update(split=split, model=model.info)
+    run_files.write_json(os.path.join(workdir, f"eval_{split}.json"), result)
+    out[split] = result
+  return out
+
+
+def mmlu(model: LoadedModel, data_dir: str, *, shots: int = 5, subjects=None,
+         max_per_subject: int | None = None, batch_size: int = 32) -> dict:
+  """MMLU test accuracy with `shots` dev examples per prompt (see lm.multiple_choice)."""
+  test = multiple_choice.read_mmlu(data_dir, "test", subjects)
+  dev = multiple_choice.read_mmlu(data_dir, "dev", subjects)
+  ll = multiple_choice.model_loglikelihood(model.scorer, model.tokenizer,
+                                           max_len=model.max_len, batch_size=batch_size)
+  result = multiple_choice.evaluate_mmlu(test, dev, ll, shots=shots,
+                                         max_per_subject=max_per_subject)
+  result["model"] = model.info
+  result["note"] = (f"prompts longer than the model's {model.max_len} tokens keep their last "
+                    f"{model.max_len} tokens (the question and the end of the shots)")
+  return result
+
+
+def write_json(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  run_files.write_json(path, json.loads(json.dumps(obj, default=float)))
