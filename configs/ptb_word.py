@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.tie_embeddings = True  # The 10k x width table is most of the parameters.
   c.model.dropout = 0.3  # PTB overfits within a few epochs without it.
   c.train.batch_size = 32
-  c.train.steps = 3000
+  c.train.steps = 2000
   c.optim.lr, c.optim.min_lr, c.optim.warmup_steps = 2e-3, 1e-4, 200
   c.optim.b2 = 0.99
   c.optim.weight_decay = 0.1
@@ -66,4 +66,4 @@ def get_sweep(arg: str | None = None) -> list[dict]:
     return sweep.product(sweep.axis("model.width", [16, 32]), sweep.axis("train.steps", [4]))
   return sweep.zip_(sweep.axis("model.width", [128, 192, 256]),
                     sweep.axis("model.num_heads", [2, 3, 4]),
-                    sweep.axis("train.steps", [1000, 1000, 3000]))
+                    sweep.axis("train.steps", [1000, 1000, 2000]))
