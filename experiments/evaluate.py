@@ -19,11 +19,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.", req
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
 _TASK = flags.DEFINE_enum("task", "perplexity", ["perplexity", "mmlu"], "What to evaluate.")
 _SPLITS = flags.DEFINE_list("splits", ["validation"], "perplexity: splits to score.")
+flags.DEFINE_alias("split", "splits")
 _STRIDE = flags.DEFINE_integer("stride", None, "perplexity: window stride; None: disjoint.")
 _PREFIX = flags.DEFINE_string("prefix", "auto", "perplexity: special token before the text "
                               "('none'; 'auto': <eos> for word tokenizers, else none).")
 _MMLU_DIR = flags.DEFINE_string("mmlu_dir", "../shared/data/mmlu", "mmlu: dev/ and test/.")
 _SHOTS = flags.DEFINE_integer("shots", 5, "mmlu: dev examples per prompt.")
+_SUBJECTS = flags.DEFINE_list("subjects", None, "mmlu: subjects to run; None: all 57.")
 _MAX_PER_SUBJECT = flags.DEFINE_integer("max_per_subject", None, "mmlu: test questions per "
                                         "subject; None: all.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Rows per forward pass.")
@@ -37,11 +39,11 @@ def main(argv):
     results = eval_run.perplexity(model, _WORKDIR.value, _SPLITS.value, stride=_STRIDE.value,
                                   prefix=prefix, batch_size=_BATCH.value)
     for split, r in results.items():
-      print(f"{split}: perplexity {r['perplexity']:.2f} | bits/byte {r['bits_per_byte']:.4f} | "
-            f"word perplexity {r['word_perplexity']:.2f} | {r['tokens']} tokens | "
+      print(f"{split}: loss {r['nll']:.4f} nats/token | perplexity {r['perplexity']:.2f} | "
+            f"bits/byte {r['bits_per_byte']:.4f} | word perplexity {r['word_perplexity']:.2f} | {r['tokens']} tokens | "
             f"{r['protocol']['description']}")
     return
-  r = eval_run.mmlu(model, _MMLU_DIR.value, shots=_SHOTS.value,
+  r = eval_run.mmlu(model, _MMLU_DIR.value, shots=_SHOTS.value, subjects=_SUBJECTS.value,
                     max_per_subject=_MAX_PER_SUBJECT.value, batch_size=_BATCH.value)
   path = os.path.join(_WORKDIR.value, f"mmlu_{_SHOTS.value}shot.json")
   eval_run.write_json(path, r)
@@ -51,8 +53,10 @@ def main(argv):
   for avg in ("macro", "micro"):
     print(f"{avg} average: " + " ".join(f"{k} {r[avg][k]:.3f}"
                                         for k in ("acc_letter", "acc", "acc_norm")))
-  print(f"chance is {r['chance']:.1%}; a model within a few points of it has learnt nothing "
-        f"MMLU measures ({r['note']}) -> {path}")
+  n, acc = r["micro"]["n"], r["micro"]["acc_letter"]
+  print(f"{n} questions, {_SHOTS.value}-shot; chance is {r['chance']:.1%} and acc_letter "
+        f"{acc:.1%} +- {(acc * (1 - acc) / n) ** 0.5:.1%} (1 s.e.): a small model is expected "
+        f"near chance ({r['note']}) -> {path}")
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ def mmlu(model: LoadedModel, data_dir: str, *, shots: int = 5, subjects=None,
   result = multiple_choice.evaluate_mmlu(test, dev, ll, shots=shots,
                                          max_per_subject=max_per_subject)
   result["model"] = model.info
-  result["note"] = (f"prompts longer than the model's {model.max_len} tokens keep their last "
-                    f"{model.max_len} tokens (the question and the end of the shots)")
+  result["note"] = (f"prompts longer than the model's {model.max_len} tokens keep only their "
+                    f"last {model.max_len} tokens")
   return result
 
 
