@@ -66,4 +66,4 @@ def get_sweep(arg: str | None = None) -> list[dict]:
     return sweep.product(sweep.axis("model.width", [16, 32]), sweep.axis("train.steps", [4]))
   return sweep.zip_(sweep.axis("model.width", [128, 192, 256]),
                     sweep.axis("model.num_heads", [2, 3, 4]),
-                    sweep.axis("train.steps", [1000, 1000, 2000]))
+                    sweep.axis("train.steps", [500, 500, 2000]))
