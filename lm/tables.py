@@ -52,6 +52,16 @@ def _params(config: dict, run_dir: str):
     return None  # Shown as a missing cell: the table must not die on one odd folder.
 
 
+def _last_step(run_dir: str) -> int | None:
+  """The last step with a training record in metrics.jsonl (an unfinished run)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    steps = [json.loads(line)["step"] for line in f if line.strip().startswith("{")]
+  return max(steps, default=None)
+
+
 def collect(run_dirs) -> list[dict]:
   """One row (a dict) per run folder; values None where the folder lacks them."""
   rows = []
@@ -60,10 +70,13 @@ def collect(run_dirs) -> list[dict]:
     results = _read_json(os.path.join(run_dir, "results.json"))
     row = {"run": os.path.basename(os.path.normpath(run_dir)), "dir": run_dir,
            "config": _flatten(config), "params": _params(config, run_dir) if config else None,
-           "tokens_seen": None, "train_wall_s": None, "protocols": set()}
-    if results and config:
+           "tokens_seen": None, "train_wall_s": None, "protocols": set(), "status": "no run"}
+    if config:
       t = config["train"]
-      row["tokens_seen"] = t["steps"] * t["batch_size"] * config["data"]["context"]
+      step = t["steps"] if results else _last_step(run_dir)
+      row["tokens_seen"] = step * t["batch_size"] * config["data"]["context"] if step else None
+      row["status"] = "done" if results else f"stopped at step {step or 0}"
+    if results:
       row["train_wall_s"] = results.get("train_wall_s")
     for split in SPLITS:
       ev = _read_json(os.path.join(run_dir, f"eval_{split}.json"))
@@ -88,7 +101,8 @@ def varying_keys(rows) -> list[str]:
 def _columns(rows):
   keys = varying_keys(rows)
   cols = [(k, k.rsplit(".", 1)[-1], lambda r, k=k: r["config"].get(k)) for k in keys]
-  cols += [("params", "params", lambda r: r["params"]),
+  cols += [("status", "training", lambda r: r["status"]),
+           ("params", "params", lambda r: r["params"]),
            ("tokens_seen", "tokens seen", lambda r: r["tokens_seen"]),
            ("train_wall_s", "train s", lambda r: r["train_wall_s"]),
            ("tokens_per_s", "tokens/s",

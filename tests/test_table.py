@@ -39,17 +39,20 @@ def test_table_rows_columns_and_missing_cells(tmp_path):
   md = open(paths[0]).read()
   assert "window 32 tokens, disjoint windows" in md.splitlines()[0]
   header = md.splitlines()[2]
-  assert header.startswith("| width | params | tokens seen | train s | tokens/s | valid ppl")
+  assert header.startswith(
+      "| width | training | params | tokens seen | train s | tokens/s | valid ppl")
   row = md.splitlines()[4]
   # 20 steps x 8 sequences x 32 tokens; perplexity exp(100 / 50); bits/byte 100 / (60 ln 2).
-  assert row.startswith("| 32 | ") and "| 5120 |" not in row and "0.01M" in row
+  assert row.startswith("| 32 | done | ") and "0.01M" in row
   assert "| 7.39 | 2.4045 | 6.05 | 2.1640 |" in row
   assert md.splitlines()[5].endswith("| — | — | — | — |")  # Trained, not evaluated.
-  assert "— | — |" in md.splitlines()[6] and "not available" in md
+  # Not finished: the step reached (metrics.jsonl), tokens to that step, no evaluation.
+  assert md.splitlines()[6].startswith("| 16 | stopped at step 20 | ")
+  assert "not available" in md
   rows = list(csv.DictReader(io.StringIO(open(paths[1]).read())))
   assert [r["model.width"] for r in rows] == ["32", "64", "16"]
   assert float(rows[0]["valid_ppl"]) == __import__("math").exp(2.0)
-  assert rows[1]["valid_ppl"] == "" and rows[2]["tokens_seen"] == ""
+  assert rows[1]["valid_ppl"] == "" and rows[2]["train_wall_s"] == ""
   tex = open(paths[2]).read()
   assert r"\begin{tabular}" in tex and "valid bits/byte" in tex and "--" in tex
   assert os.path.getsize(paths[3]) > 1000  # The learning-curve PNG.
