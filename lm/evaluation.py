@@ -155,17 +155,15 @@ def continuation_logprobs(scorer: Scorer, requests: Sequence[tuple[Sequence[int]
   """For each (context ids, continuation ids): log p(continuation | context), summed.
 
   Each request is one row of `max_len` slots, right-padded; a context too long for the row
-  loses its oldest tokens (lm-evaluation-harness does the same).
+  loses its oldest tokens, and a continuation longer than the row has only its last
+  `max_len` tokens scored (lm-evaluation-harness does the same).
   """
   rows = []
   for ctx, cont in requests:
     if not ctx or not cont:
       raise DataError("a scoring request needs a non-empty context and continuation")
-    if len(cont) > max_len:
-      raise DataError(f"continuation of {len(cont)} tokens is longer than the model's "
-                      f"{max_len}")
     ids = (list(ctx) + list(cont))[-(max_len + 1):]
-    rows.append((ids, len(cont)))
+    rows.append((ids, min(len(cont), max_len)))
   out = []
   for first in range(0, len(rows), batch_size):
     chunk = rows[first:first + batch_size]

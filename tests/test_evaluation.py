@@ -128,3 +128,12 @@ def test_protocol_errors_and_record():
     list(evaluation.window_batches([1], evaluation.Protocol(4), 2))
   d = evaluation.Protocol(64, 32, "<eos>").to_dict()
   assert d["window"] == 64 and d["stride"] == 32 and "stride 32" in d["description"]
+
+
+def test_continuation_longer_than_the_model_scores_its_last_tokens():
+  model, params = _tiny_decoder(max_len=4)
+  scorer = evaluation.decoder_scorer(model, params)
+  ctx, cont = [1, 2], [3, 4, 5, 6, 7, 8]
+  (got,) = evaluation.continuation_logprobs(scorer, [(ctx, cont)], max_len=4)
+  ref = _reference_logprobs(model, params, [4, 5, 6, 7, 8], context=4)  # Last 5 tokens.
+  assert got == pytest.approx(ref.sum(), rel=1e-5)
