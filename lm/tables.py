@@ -100,7 +100,8 @@ def varying_keys(rows) -> list[str]:
 
 def _columns(rows):
   keys = varying_keys(rows)
-  cols = [(k, k.rsplit(".", 1)[-1], lambda r, k=k: r["config"].get(k)) for k in keys]
+  cols = [(k, k.rsplit(".", 1)[-1], lambda r, k=k: str(r["config"].get(k)) if r["config"]
+           else None) for k in keys]  # str: a config value None is shown, not "missing".
   cols += [("status", "training", lambda r: r["status"]),
            ("params", "params", lambda r: r["params"]),
            ("tokens_seen", "tokens seen", lambda r: r["tokens_seen"]),
