@@ -10,7 +10,7 @@ import json
 import os
 
 
-from lm import evaluation, multiple_choice, run_files
+from lm import checkpoint, evaluation, multiple_choice, run_files
 from lm.data import sources
 from lm.errors import DataError
 from lm.models import decoder
@@ -27,11 +27,15 @@ class LoadedModel:
 
 def load_workdir(workdir: str, step: int | None = None) -> LoadedModel:
   """The latest (or `step`) checkpoint of a training run, ready to score."""
+  if step is None:  # The latest checkpoint, which is not train.steps in a stopped run.
+    mngr = checkpoint.manager(workdir, async_save=False)
+    step = mngr.latest_step()
+    mngr.close()
   config, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
   scorer = evaluation.decoder_scorer(decoder.Decoder(model_cfg), params)
   info = {"workdir": workdir, "params": decoder.param_count(model_cfg),
           "tokenizer": tokenizer.to_json()["kind"], "vocab_size": tokenizer.vocab_size,
-          "step": step if step is not None else config.train.steps}
+          "step": step, "of_steps": config.train.steps}
   return LoadedModel(scorer, tokenizer, model_cfg.max_len, info, config)
 
 
