@@ -10,7 +10,8 @@ table (valid/test perplexity, bits per byte, protocol in the header):
   ./launch.sh sweep --config=configs/ptb_word.py --workdir=runs/ptb_word
 
 Reference test perplexities: Kneser-Ney 5-gram 141.2 (Mikolov & Zweig 2012); Zaremba et
-al.'s small LSTM 114.5. The measured table is in docs/ptb.md.
+al.'s small LSTM 114.5. Measured (docs/evaluation.md): width 256, 2000 steps -> valid 129.2,
+test 119.7; about 12 minutes of training on a quiet 2-core CPU (5,778 tokens/s).
 """
 
 import ml_collections
