@@ -15,6 +15,10 @@
 #       [--delete] -- ENTRY [flags]   create or reuse a TPU VM, copy and install this
 #                                    checkout, run `./launch.sh ENTRY flags` on every host
 #                                    (per-host logs in logs/N/), delete with --delete
+#   ./launch.sh sweep --config=configs/x.py[:arg] --workdir=runs/x
+#                                    train + evaluate every point of get_sweep(arg), one
+#                                    process each (finished points skipped, unfinished
+#                                    resumed), then write the table into runs/x
 #
 # Environment: PYTHON (default python3, >= 3.10), LM_VENV (default .venv),
 # TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual),
@@ -68,6 +72,10 @@ case "$cmd" in
   test)
     setup_env test
     exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  sweep)
+    setup_env ""
+    exec "$VENV/bin/python" -m experiments.sweep "$@"
     ;;
   -h|--help|help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"

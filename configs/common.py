@@ -26,12 +26,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ml_collections.FieldReference(None, field_type=str)  # Workdir whose latest params (and tokenizer) start this run; None: fresh init.
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "tiny_shakespeare"  # 'tiny_shakespeare' (TFDS, TF-free) or 'text' (a file).
+  c.data.source = "tiny_shakespeare"  # 'tiny_shakespeare' (TFDS, TF-free), 'ptb' (Mikolov's files; manual_dir holds them offline) or 'text' (a file).
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # Offline input.txt dir; None: <data_dir>/downloads/manual.
   c.data.text_file = ml_collections.FieldReference(None, field_type=str)  # For source 'text': one UTF-8 file split by fractions.
   c.data.split_fractions = (0.9, 0.05, 0.05)  # For source 'text': train/validation/test shares.
-  c.data.tokenizer = "char"  # 'char' (vocabulary of the training split) or 'byte' (UTF-8).
+  c.data.tokenizer = "char"  # 'char' (training split's characters), 'byte' (UTF-8), 'word' (whitespace, <eos> per line) or 'sentencepiece' (BPE trained on the training split).
+  c.data.vocab_size = ml_collections.FieldReference(None, field_type=int)  # 'word': most frequent words kept (None: all); 'sentencepiece': required.
   c.data.context = 64  # Tokens per training window (the model's maximum length).
   c.data.special_tokens = ("<bos>", "<eos>", "<pad>")  # Byte tokenizer: special tokens (ids 256...), e.g. chat-template markers; char: with char_specials.
   c.data.char_specials = False  # Char tokenizer: add data.special_tokens after the characters (mask, sentinels).

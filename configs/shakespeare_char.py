@@ -9,11 +9,18 @@ Variants (`--config=configs/shakespeare_char.py:VARIANT`):
   gpu    nanoGPT's GPU config: 6 layers, 6 heads, width 384, context 256, batch 64,
          dropout 0.2, 5000 steps. nanoGPT reports validation loss 1.4697.
   smoke  A few seconds: tiny model, 20 steps. For tests and for checking a setup.
+
+Tokenizer sweep (`get_sweep`): the baby model for 1000 steps with character, byte and
+SentencePiece (BPE, 1000 pieces trained on the training split) tokens; per-token
+perplexities differ widely, bits per byte compare (table in docs/tokenizers.md):
+
+  ./launch.sh sweep --config=configs/shakespeare_char.py:baby --workdir=runs/shakespeare_tok
 """
 
 import ml_collections
 
 from configs import common
+from lm import sweep
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -54,3 +61,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_batches = 4
     c.sample.num_tokens = 32
   return common.lock(c)
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+  """Tokenizers at one model size: char, byte and SentencePiece (1000 pieces; 300 in smoke)."""
+  smoke = arg == "smoke"
+  tokenizers = sweep.chain(
+      sweep.axis("data.tokenizer", ["char", "byte"]),
+      [{"data.tokenizer": "sentencepiece", "data.vocab_size": 300 if smoke else 1000}])
+  if smoke:
+    return tokenizers
+  return sweep.product(tokenizers, sweep.axis("train.steps", [1000]))

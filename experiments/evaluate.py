@@ -1,68 +1,77 @@
-r"""Loss and perplexity of a workdir's latest checkpoint on a split.
+r"""Evaluate a training run's checkpoint or an imported Hugging Face checkpoint.
 
-  ./launch.sh evaluate --workdir=runs/baby --split=test
-
-or of a Hugging Face checkpoint directory on a text file (protocol in lm/hf/evaluate.py):
-
+  ./launch.sh evaluate --workdir=runs/baby --splits=validation,test          # perplexity
+  ./launch.sh evaluate --workdir=runs/baby --splits=test --stride=32         # sliding
+  ./launch.sh evaluate --workdir=runs/byte --task=mmlu --mmlu_dir=../shared/data/mmlu
   ./launch.sh evaluate --hf_checkpoint=ckpt/gpt2 --text_file=test.txt --output=gpt2.json
+  ./launch.sh evaluate --hf_checkpoint=ckpt/gpt2 --task=mmlu --output=gpt2_mmlu.json
+
+Writes `<workdir>/eval_<split>.json` or `<workdir>/mmlu_<k>shot.json` (or --output), each
+with the evaluation protocol. MMLU needs a tokenizer that encodes any text (byte,
+sentencepiece, word, Hugging Face); a char model stops at the first character outside its
+vocabulary, naming it. Encoder and encoder-decoder runs get their stage's own evaluation.
 """
 
 import os
 
 from absl import flags
 
-from lm import cli, evaluation, families, losses, run_files, train
+from lm import cli, eval_run, families, run_files
 from lm.errors import UserError
-from lm.models import decoder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
-_SPLIT = flags.DEFINE_enum("split", "validation", train.SPLITS, "Split to score.")
+_HF = flags.DEFINE_string("hf_checkpoint", None, "Instead of --workdir: a Hugging Face "
+                          "checkpoint directory (config.json, model.safetensors, tokenizer).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-
-
-# Hugging Face checkpoints (lm/hf): instead of --workdir.
-_HF = flags.DEFINE_string("hf_checkpoint", None, "A Hugging Face checkpoint directory.")
-_TEXT = flags.DEFINE_string("text_file", None, "With --hf_checkpoint: UTF-8 text to score.")
-_OUTPUT = flags.DEFINE_string("output", None, "With --hf_checkpoint: write the metrics here.")
-_BATCH = flags.DEFINE_integer("batch_size", 4, "With --hf_checkpoint: windows per batch.")
-
-
-def main_hf():
-  from lm.hf import evaluate  # Deferred: only this branch needs the HF libraries.
-  if not _TEXT.value:
-    raise UserError("--hf_checkpoint needs --text_file")
-  r = evaluate.evaluate_file(_HF.value, _TEXT.value, batch_size=_BATCH.value)
-  if _OUTPUT.value:
-    run_files.write_json(_OUTPUT.value, r)
-  print(f"{_TEXT.value}: perplexity {r['perplexity']:.3f} | {r['bits_per_byte']:.4f} bits per "
-        f"byte | {r['nll']:.4f} nats/token | {r['tokens']:.0f} tokens, {r['bytes']} bytes, "
-        f"windows of {r['context']}" + (f" -> {_OUTPUT.value}" if _OUTPUT.value else ""))
+_TASK = flags.DEFINE_enum("task", "perplexity", ["perplexity", "mmlu"], "What to evaluate.")
+_SPLITS = flags.DEFINE_list("splits", ["validation"], "perplexity: splits to score.")
+flags.DEFINE_alias("split", "splits")
+_TEXT = flags.DEFINE_string("text_file", None, "perplexity of --hf_checkpoint: UTF-8 text.")
+_STRIDE = flags.DEFINE_integer("stride", None, "perplexity: window stride; None: disjoint.")
+_PREFIX = flags.DEFINE_string("prefix", "auto", "perplexity: special token before the text "
+                              "('none'; 'auto': <eos> for word tokenizers, else none).")
+_MMLU_DIR = flags.DEFINE_string("mmlu_dir", "../shared/data/mmlu", "mmlu: dev/ and test/.")
+_SHOTS = flags.DEFINE_integer("shots", 5, "mmlu: dev examples per prompt.")
+_SUBJECTS = flags.DEFINE_list("subjects", None, "mmlu: subjects to run; None: all 57.")
+_MAX_PER_SUBJECT = flags.DEFINE_integer("max_per_subject", None, "mmlu: test questions per "
+                                        "subject; None: all.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Rows per forward pass (default 32; 4 for "
+                              "--hf_checkpoint perplexity windows).")
+_OUTPUT = flags.DEFINE_string("output", None, "Write the metrics here (default: in the "
+                              "workdir; for --hf_checkpoint perplexity: not written).")
 
 
 def main(argv):
   del argv
   if bool(_WORKDIR.value) == bool(_HF.value):
     raise UserError("give exactly one of --workdir and --hf_checkpoint")
-  if _HF.value:
-    return main_hf()
-  if run_files.read_config(_WORKDIR.value).model.get("family", "decoder") != "decoder":
+  if _HF.value and _TASK.value == "perplexity":
+    return eval_run.hf_perplexity(_HF.value, _TEXT.value, output=_OUTPUT.value,
+                                  batch_size=_BATCH.value or 4)
+  if _TEXT.value:
+    raise UserError("--text_file is for --hf_checkpoint perplexity; a run scores --splits")
+  if _WORKDIR.value and run_files.read_config(_WORKDIR.value).model.get(
+      "family", "decoder") != "decoder":
     # Encoder / encoder-decoder runs: their stage's own evaluation (lm.families).
     result = families.evaluate_run(_WORKDIR.value, _STEP.value)
     run_files.write_json(os.path.join(_WORKDIR.value, "eval_family.json"), result)
     print(" | ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
     return
-  config, tokenizer, model_cfg, params = run_files.load_run(_WORKDIR.value, _STEP.value)
-  _, tokens = train.load_data(config, _WORKDIR.value)
-  loss_fn = losses.get(config.loss.name)  # Plain NLL: no smoothing or z-loss at eval.
-  result = evaluation.evaluate_tokens(params, tokens[_SPLIT.value],
-                                      model=decoder.Decoder(model_cfg), loss_fn=loss_fn,
-                                      context=config.data.context,
-                                      batch_size=config.eval.batch_size)
-  result["split"] = _SPLIT.value
-  path = os.path.join(_WORKDIR.value, f"eval_{_SPLIT.value}.json")
-  run_files.write_json(path, result)
-  print(f"{_SPLIT.value}: loss {result['nll']:.4f} nats/token | perplexity "
-        f"{result['perplexity']:.3f} | {result['tokens']:.0f} tokens -> {path}")
+  model = (eval_run.load_hf(_HF.value) if _HF.value
+           else eval_run.load_workdir(_WORKDIR.value, _STEP.value))
+  batch = _BATCH.value or 32
+  if _TASK.value == "perplexity":
+    prefix = None if _PREFIX.value == "none" else _PREFIX.value
+    results = eval_run.perplexity(model, _WORKDIR.value, _SPLITS.value, stride=_STRIDE.value,
+                                  prefix=prefix, batch_size=batch)
+    eval_run.print_perplexity(results)
+    return
+  r = eval_run.mmlu(model, _MMLU_DIR.value, shots=_SHOTS.value, subjects=_SUBJECTS.value,
+                    max_per_subject=_MAX_PER_SUBJECT.value, batch_size=batch)
+  path = _OUTPUT.value or (os.path.join(_WORKDIR.value, f"mmlu_{_SHOTS.value}shot.json")
+                           if _WORKDIR.value else f"mmlu_{_SHOTS.value}shot.json")
+  eval_run.write_json(path, r)
+  eval_run.print_mmlu(r, _SHOTS.value, path)
 
 
 if __name__ == "__main__":

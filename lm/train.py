@@ -140,7 +140,7 @@ def load_data(config, workdir: str | None):
   else:
     tokenizer = tokenizers.build(d.tokenizer, texts["train"],
                                  special_tokens=tuple(d.special_tokens),
-                                 char_specials=d.char_specials)
+                                 char_specials=d.char_specials, vocab_size=d.vocab_size)
     if path and jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       tokenizers.save(tokenizer, path)

@@ -270,3 +270,26 @@ def test_train_windows_context_longer_than_split():
   with pytest.raises(DataError, match=r"context 10 longer than split 'validation' \(10 tokens\)"):
     windows.TrainWindows(np.arange(10), context=10, batch_size=2, seed=0, split="validation")
   windows.TrainWindows(np.arange(11), context=10, batch_size=2, seed=0)  # One window: fine.
+
+
+PTB_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ptb")
+
+
+@pytest.mark.skipif(not os.path.isdir(PTB_DIR), reason="../shared/data/ptb not beside the repo")
+def test_ptb_token_counts_match_the_published_ones():
+  from lm import tokenizers
+  from lm.data import ptb
+
+  texts = {s: sources.load_text("ptb", s, manual_dir=PTB_DIR) for s in sources.SPLITS}
+  tok = tokenizers.build("word", texts["train"])
+  assert tok.vocab_size == 10_000
+  counts = {s: len(tok.encode(t)) for s, t in texts.items()}
+  assert counts == ptb.NUM_TOKENS == {"train": 929_589, "validation": 73_760, "test": 82_430}
+
+
+def test_ptb_errors_name_the_folder_and_the_file(tmp_path):
+  with pytest.raises(DataError, match="has no ptb.valid.txt"):
+    sources.load_text("ptb", "validation", manual_dir=str(tmp_path))
+  (tmp_path / "ptb.test.txt").write_text("not the real file\n")
+  with pytest.raises(DataError, match="is not that of Mikolov's PTB file"):
+    sources.load_text("ptb", "test", manual_dir=str(tmp_path))

@@ -1,5 +1,7 @@
 """Tokenizers: round trips, saved and reloaded, clear errors."""
 
+import json
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -64,3 +66,35 @@ def test_byte_special_tokens_come_from_the_config():
   assert tokenizers.from_json(tok.to_json()) == tok
   with pytest.raises(ConfigError, match="distinct"):
     tokenizers.build("byte", "", special_tokens=("<bos>", "<bos>"))
+
+
+def test_word_tokenizer_ptb_conventions():
+  tok = tokenizers.build("word", "the cat sat\nthe dog <unk>\nthe cat\n")
+  # <eos> 0, <unk> 1, then by count (the 3, cat 2), ties alphabetical (dog, sat).
+  assert tok.words == ("<eos>", "<unk>", "the", "cat", "dog", "sat")
+  assert tok.encode("the cat\nthe bird") == [2, 3, 0, 2, 1]
+  assert tok.decode([2, 3, 0, 2, 1]) == "the cat\nthe <unk>"
+  small = tokenizers.build("word", "a a a b b c\n", vocab_size=4)
+  assert small.words == ("<eos>", "<unk>", "a", "b") and small.encode("c") == [1]
+  again = tokenizers.from_json(json.loads(json.dumps(tok.to_json())))
+  assert again == tok
+
+
+def test_sentencepiece_round_trips_any_text_and_reloads(tmp_path):
+  train = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
+  tok = tokenizers.build("sentencepiece", train, vocab_size=300)
+  assert tok.vocab_size == 300
+  text = "Before we proceed,  any  further?\n\nZé — 🙂\n"  # Spaces, newlines, unseen chars.
+  ids = tok.encode(text)
+  assert tok.decode(ids) == text
+  assert len(tok.encode("Before we proceed")) < len("Before we proceed")  # Merges learnt.
+  path = str(tmp_path / "tok.json")
+  tokenizers.save(tok, path)
+  assert tokenizers.load(path).encode(text) == ids
+  # Deterministic: the same text trains the same model.
+  assert tokenizers.build("sentencepiece", train, vocab_size=300).encode(text) == ids
+
+
+def test_sentencepiece_needs_a_vocab_size():
+  with pytest.raises(ConfigError, match="needs data.vocab_size"):
+    tokenizers.build("sentencepiece", "abc")

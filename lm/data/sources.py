@@ -3,11 +3,11 @@
 import math
 import os
 
-from lm.data import tiny_shakespeare
+from lm.data import ptb, tiny_shakespeare
 from lm.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
-SOURCES = ("tiny_shakespeare", "text")
+SOURCES = ("tiny_shakespeare", "ptb", "text")
 
 
 def load_text(source: str, split: str, *, data_dir: str | None = None,
@@ -16,8 +16,10 @@ def load_text(source: str, split: str, *, data_dir: str | None = None,
   """The text of `split` ('train', 'validation' or 'test') from `source`.
 
   Args:
-    source: 'tiny_shakespeare' (TFDS, stock 90/5/5 split) or 'text' (`text_file`).
-    data_dir, manual_dir: TFDS folders for 'tiny_shakespeare' (None: TFDS defaults).
+    source: 'tiny_shakespeare' (TFDS, stock 90/5/5 split), 'ptb' (Mikolov's three files,
+      see `lm.data.ptb`) or 'text' (`text_file`).
+    data_dir, manual_dir: TFDS folders for 'tiny_shakespeare' (None: TFDS defaults); for
+      'ptb', the folder holding the three files (manual_dir) or the download folder.
     text_file: the UTF-8 file for 'text'.
     split_fractions: (train, validation, test) shares of the characters for 'text'.
 
@@ -30,6 +32,9 @@ def load_text(source: str, split: str, *, data_dir: str | None = None,
   if source == "tiny_shakespeare":
     text = tiny_shakespeare.load_split_text(split, data_dir=data_dir, manual_dir=manual_dir)
     where = "tiny_shakespeare"
+  elif source == "ptb":
+    text = ptb.load_split_text(split, data_dir=data_dir, manual_dir=manual_dir)
+    where = "ptb"
   elif source == "text":
     if text_file is None:
       raise DataError("data source 'text' needs a text_file")

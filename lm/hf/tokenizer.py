@@ -115,7 +115,7 @@ class SentencePieceTokenizer:
                       if i < n and not (sp.is_control(int(i)) or sp.is_unknown(int(i)))])
 
   def to_json(self) -> dict:
-    return {"kind": "sentencepiece", "extra_ids": self.extra_ids,
+    return {"kind": "hf_sentencepiece", "extra_ids": self.extra_ids,
             "model_proto": base64.b64encode(self.model_proto).decode("ascii")}
 
   @classmethod
