@@ -176,6 +176,16 @@ def test_import_pretraining_layout_drops_nsp_and_pooler(mlm_dir, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
+def test_sample_and_perplexity_are_refused(mlm_dir, tmp_path):
+  from lm import generation
+  from lm.hf import evaluate
+  with pytest.raises(ConfigError, match="encoder-only model .* does not generate"):
+    generation.sample_run(None, ["x"], generation.Settings(), hf_checkpoint=mlm_dir)
+  (tmp_path / "t.txt").write_text(TEXT)
+  with pytest.raises(ConfigError, match="bert checkpoint .*defined for decoder checkpoints"):
+    evaluate.evaluate_file(mlm_dir, str(tmp_path / "t.txt"))
+
+
 # ---------------------------------------------------------------------------- export
 
 

@@ -189,6 +189,29 @@ def test_import_t5_v11_matches_transformers(v11_dir):
   _check_parity(model_cfg, params, torch_model, "import v1.1")
 
 
+def test_sample_entry_point_decodes_like_generate(v10_dir, tmp_path, capsys):
+  # experiments/sample.py --hf_checkpoint: the prompt is the source (plus T5's </s>), the
+  # decoder starts from decoder_start_token_id, as transformers' generate does.
+  from lm import generation
+  prompt = "First Citizen: speak"
+  out = generation.sample_run(None, [prompt], generation.Settings(strategy="greedy",
+                                                                 max_new_tokens=8),
+                              hf_checkpoint=v10_dir)
+  tokenizer = lm.hf.load(v10_dir)[2]
+  torch_model = _torch_model(v10_dir)[0]
+  source = torch.tensor([tokenizer.encode(prompt) + [EOS]])
+  with torch.no_grad():
+    want = torch_model.generate(input_ids=source, do_sample=False, max_new_tokens=8,
+                                eos_token_id=EOS, pad_token_id=PAD, decoder_start_token_id=PAD)
+  assert out[0]["text"] == tokenizer.decode(want[0, 1:].tolist())
+  assert out[0]["tokens"] == len(want[0]) - 1
+  # Perplexity of a text is for decoders: refused with a message.
+  from lm.hf import evaluate
+  (tmp_path / "t.txt").write_text(TEXT)
+  with pytest.raises(ConfigError, match="t5 checkpoint .*defined for decoder checkpoints"):
+    evaluate.evaluate_file(v10_dir, str(tmp_path / "t.txt"))
+
+
 # ---------------------------------------------------------------------------- export
 
 
@@ -229,7 +252,10 @@ def test_export_loads_in_transformers(v10_dir, tmp_path, options):
             "relative_buckets", "relative_max_distance", "hidden_width"):
     assert getattr(cfg2, f) == getattr(model_cfg, f), f
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), params2, params)
-  assert tok2.encode(TEXT) == tokenizer.encode(TEXT)
+  assert tok2.encode(TEXT) == tokenizer.encode(TEXT) and tok2.vocab_size == tokenizer.vocab_size
+  auto = transformers.AutoTokenizer.from_pretrained(out)
+  assert auto(TEXT, add_special_tokens=False)["input_ids"] == tokenizer.encode(TEXT)
+  assert len(auto) == tokenizer.vocab_size
 
 
 @pytest.mark.parametrize("change, named", [

@@ -54,6 +54,20 @@ def start_token(hf: dict) -> int:
   return int(hf.get("pad_token_id", 0) if start is None else start)
 
 
+def source_decoding(cfg: ModelConfig, params, hf: dict, sources):
+  """(decoding model, one start-token prompt per source, [EOS] stop tokens) for
+  `lm.generation`, as transformers' `generate` runs T5: each source (token list) gets the
+  EOS T5Tokenizer appends, and the decoder starts from `start_token(hf)`."""
+  eos, pad = int(hf.get("eos_token_id", 1)), int(hf.get("pad_token_id", 0))
+  sources = [list(s) + [eos] for s in sources]
+  tokens = np.full((len(sources), max(map(len, sources))), pad, np.int32)
+  for i, s in enumerate(sources):
+    tokens[i, :len(s)] = s
+  mask = np.arange(tokens.shape[1])[None] < np.array([len(s) for s in sources])[:, None]
+  model = encoder_decoder.decoding_model(cfg, params, tokens, mask)
+  return model, [[start_token(hf)]] * len(sources), [eos]
+
+
 # ---------------------------------------------------------------------------- config
 
 
