@@ -229,8 +229,10 @@ def params_to_hf(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
   a = lambda x: np.asarray(x, np.float32)  # noqa: E731
   w = cfg.width
   ln = lambda p, x: {p + ".weight": a(x["scale"]), p + ".bias": a(x["bias"])}  # noqa: E731
-  lin = lambda p, x: {p + ".weight": a(x["kernel"]).reshape(-1, x["kernel"].shape[-1]).T,  # noqa: E731
-                      p + ".bias": a(x["bias"]).reshape(-1)}
+
+  def lin(p, x):  # Dense kernels are [in, out]; all BERT's here are 2-D.
+    return {p + ".weight": a(x["kernel"]).T, p + ".bias": a(x["bias"])}
+
   e = params["encoder"]
   out = {"embeddings.word_embeddings.weight": a(e["embedding"]),
          "embeddings.position_embeddings.weight": a(e["position_embedding"]),
