@@ -228,6 +228,14 @@ def test_export_refuses_what_bert_cannot_express(tmp_path, change, named):
   assert not os.path.exists(tmp_path / "x")
 
 
+def test_export_refuses_a_classifier_head(mlm_dir, tmp_path):
+  model_cfg, params, _ = lm.hf.load(mlm_dir)
+  params = {"encoder": params["encoder"], "classifier": {"kernel": np.zeros((32, 2))}}
+  with pytest.raises(ConfigError, match="cannot export a classifier head"):
+    lm.hf.save(str(tmp_path / "x"), model_cfg, params)
+  assert not os.path.exists(tmp_path / "x")
+
+
 # ---------------------------------------------------------------------------- tokenizer
 
 

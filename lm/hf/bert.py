@@ -54,6 +54,9 @@ def head(names) -> str:
   """'mlm', 'pooler' or 'encoder': what a checkpoint's tensor names (or params' top-level
   keys) hold; see the module docstring."""
   names = set(names)
+  if "classifier" in names:  # lm params of a 'sequence' or 'token' head.
+    raise ConfigError("cannot export a classifier head to BERT (lm writes BertForMaskedLM or "
+                      "BertModel); export the masked-LM run, or params without 'classifier'")
   if "mlm_head" in names or any(n.startswith("cls.predictions.") for n in names):
     return "mlm"
   return "pooler" if names & {"pooler", "pooler.dense.weight"} else "encoder"
