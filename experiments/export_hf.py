@@ -2,10 +2,11 @@ r"""Exports a training run's checkpoint as a Hugging Face checkpoint directory.
 
   ./launch.sh export_hf --workdir=runs/gpt --out=export/gpt
 
-writes config.json, model.safetensors and the run's tokenizer as tokenizer.json, which
-`transformers.AutoModelForCausalLM` / `AutoTokenizer.from_pretrained("export/gpt")` load. Only GPT-2-shaped
-runs export (learned positions, LayerNorm, GELU, biases, tied embeddings); others are
-refused with the options that differ.
+writes config.json, model.safetensors and the run's tokenizer (tokenizer.json, or
+spiece.model for sentencepiece). The format follows the run's model family: decoder ->
+GPT-2 (`AutoModelForCausalLM`), encoder -> BERT (`BertForMaskedLM`), encoder_decoder -> T5
+(`T5ForConditionalGeneration`). Runs whose options the format cannot express (e.g. a
+pre-norm encoder as BERT, rotary positions as GPT-2) are refused with the options that differ.
 """
 
 from absl import flags

@@ -98,11 +98,16 @@ def sample_run(workdir: str | None, prompts: Sequence[str], settings: Settings, 
   ids = [tokenizer.encode(p) for p in prompts]
   stops = [tokenizer.encode(q) for q in settings.stop]
   stop_tokens = None
-  if model_cfg.family == "encoder_decoder":  # Prompts are sources; the decoder starts at BOS.
+  if model_cfg.family == "encoder_decoder" and hf_checkpoint:  # T5: see lm.hf.t5.
+    from lm.hf import safetensors_io, t5
+    model, ids, stop_tokens = t5.source_decoding(
+        model_cfg, params, safetensors_io.read_config(hf_checkpoint), ids)
+  elif model_cfg.family == "encoder_decoder":  # Prompts are sources; the decoder starts at BOS.
     from lm import families
     model, ids, stop_tokens = families.source_decoding(model_cfg, params, tokenizer, ids)
   elif model_cfg.family == "encoder":
-    raise ConfigError("an encoder-only run does not generate text; use evaluate")
+    raise ConfigError("an encoder-only model (a run or a BERT checkpoint) does not generate "
+                      "text; use evaluate")
   else:
     model = decoder.decoding_model(model_cfg, params)
   timings = []

@@ -310,7 +310,8 @@ def test_no_config(tmp_path):
     (dict(tie_word_embeddings=False), "tie_word_embeddings=False"),
     (dict(add_cross_attention=True), "add_cross_attention=True"),
     (dict(attn_pdrop=0.0), "resid_pdrop/embd_pdrop/attn_pdrop"),
-    (dict(model_type="llama"), "model_type='llama' is not supported; supported: \\['gpt2'\\]"),
+    (dict(model_type="llama"),
+     "model_type='llama' is not supported; supported: \\['bert', 'gpt2', 't5'\\]"),
 ])
 def test_unsupported_config(hf_dir, tmp_path, changes, named):
   _copy_with(hf_dir, tmp_path, safetensors_io.read_weights(hf_dir))

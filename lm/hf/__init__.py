@@ -6,7 +6,9 @@
 `config.json`'s `model_type` picks a family from `FAMILIES`. A family is a module with
 
   MODEL_TYPE: str; ARCHITECTURE: str            e.g. 'gpt2', 'GPT2LMHeadModel'
-  config_from_hf(hf: dict) -> model config      ConfigError naming unsupported options
+  config_from_hf(hf: dict, names) -> model config  ConfigError naming unsupported options
+                                                (names: the canonical tensor names, for
+                                                what only the weights tell, e.g. untied)
   config_to_hf(model_cfg, tokenizer) -> dict    ConfigError naming what HF can't express
                                                 (tokenizer may be None; it gives special ids)
   tensor_shapes(model_cfg) -> {name: shape}     every tensor, named as canonical_names does
@@ -19,7 +21,11 @@
 
 Loading checks everything before returning: the config maps, the tensor names and shapes
 are exactly those the config implies, and the params built from them have exactly the lm
-model's structure and shapes. Adding BERT or T5 is one such module and one line here.
+model's structure and shapes.
+
+A family whose checkpoints come with different heads (BERT: with or without the MLM head)
+also defines `head(names) -> str` (from tensor names or the params' top-level keys), and
+its tensor_shapes / params_from_hf / abstract_params take that `head=`.
 """
 
 import importlib
@@ -31,7 +37,9 @@ from lm.errors import ConfigError, DataError
 from lm.hf import safetensors_io
 from lm.hf import tokenizer as hf_tokenizer
 
-FAMILIES = {"gpt2": "lm.hf.gpt2"}  # model_type -> family module.
+FAMILIES = {"gpt2": "lm.hf.gpt2", "bert": "lm.hf.bert", "t5": "lm.hf.t5"}  # model_type -> module.
+# The family a run of each lm model family exports to.
+EXPORT_TYPES = {"decoder": "gpt2", "encoder": "bert", "encoder_decoder": "t5"}
 
 
 def family(model_type) -> object:
@@ -51,11 +59,12 @@ def load(directory: str):
   """
   hf = safetensors_io.read_config(directory)
   fam = family(hf.get("model_type"))
-  model_cfg = fam.config_from_hf(hf)
   tensors = fam.canonical_names(safetensors_io.read_weights(directory))
-  tensors = safetensors_io.check_tensors(tensors, fam.tensor_shapes(model_cfg), directory)
-  params = fam.params_from_hf(tensors, model_cfg)
-  _check_params(params, fam.abstract_params(model_cfg), directory)
+  model_cfg = fam.config_from_hf(hf, frozenset(tensors))
+  kw = _head(fam, tensors)
+  tensors = safetensors_io.check_tensors(tensors, fam.tensor_shapes(model_cfg, **kw), directory)
+  params = fam.params_from_hf(tensors, model_cfg, **kw)
+  _check_params(params, fam.abstract_params(model_cfg, **kw), directory)
   tokenizer = fam.load_tokenizer(directory, hf)
   if tokenizer is not None and tokenizer.vocab_size > model_cfg.vocab_size:
     raise DataError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more "
@@ -63,21 +72,30 @@ def load(directory: str):
   return model_cfg, params, tokenizer
 
 
-def save(directory: str, model_cfg, params, tokenizer=None, *, model_type: str = "gpt2"):
+def _head(fam, names) -> dict:
+  """{'head': ...} for families with several heads (see above), else {}."""
+  return {"head": fam.head(names)} if hasattr(fam, "head") else {}
+
+
+def save(directory: str, model_cfg, params, tokenizer=None, *, model_type: str | None = None):
   """Writes `params` of `model_cfg` as a `model_type` checkpoint into a new `directory`.
+
+  model_type: None picks it from the model's family (`EXPORT_TYPES`: decoder -> gpt2,
+  encoder -> bert, encoder_decoder -> t5).
 
   The tokenizer is written too when it has a Hugging Face form (`lm.hf.tokenizer.from_lm`:
   Hugging Face tokenizers, and lm's byte and char tokenizers as tokenizer.json). Raises
   ConfigError naming each option the family cannot express, before writing anything.
   """
-  fam = family(model_type)
+  fam = family(model_type or EXPORT_TYPES[model_cfg.family])
   if tokenizer is not None:
     tokenizer = hf_tokenizer.from_lm(tokenizer)  # None if it has no Hugging Face form.
   hf = fam.config_to_hf(model_cfg, tokenizer)
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  _check_params(params, fam.abstract_params(model_cfg), "params to export")
+  kw = _head(fam, params)
+  _check_params(params, fam.abstract_params(model_cfg, **kw), "params to export")
   tensors = fam.params_to_hf(params, model_cfg)
-  safetensors_io.check_tensors(fam.canonical_names(tensors), fam.tensor_shapes(model_cfg),
+  safetensors_io.check_tensors(fam.canonical_names(tensors), fam.tensor_shapes(model_cfg, **kw),
                                "params to export")
   safetensors_io.write_checkpoint(directory, hf, tensors)
   if tokenizer is not None:
@@ -85,8 +103,10 @@ def save(directory: str, model_cfg, params, tokenizer=None, *, model_type: str =
 
 
 def export_run(workdir: str, out: str, *, step: int | None = None,
-               model_type: str = "gpt2") -> list[str]:
+               model_type: str | None = None) -> list[str]:
   """Exports a training run's checkpoint (default the latest) to `out`; returns the files.
+
+  model_type: None picks it from the run's model family (see `save`).
 
   The run's tokenizer is written as tokenizer.json (see `save`). A config `model_type`
   cannot express is refused before the checkpoint is restored or anything is written.
@@ -96,9 +116,11 @@ def export_run(workdir: str, out: str, *, step: int | None = None,
   from lm import run_files, tokenizers, train  # Deferred: runs need the training stack.
   config = run_files.read_config(workdir)
   vocab_size = tokenizers.load(run_files.tokenizer_path(workdir)).vocab_size
-  family(model_type).config_to_hf(train.model_config(config, vocab_size))  # Before restoring.
+  model_cfg = train.model_config(config, vocab_size)
+  model_type = model_type or EXPORT_TYPES[model_cfg.family]
+  family(model_type).config_to_hf(model_cfg)  # Before restoring.
   _, tokenizer, model_cfg, params = run_files.load_run(workdir, step)
-  save(out, model_cfg, params, tokenizer)
+  save(out, model_cfg, params, tokenizer, model_type=model_type)
   return sorted(os.listdir(out))
 
 

@@ -18,7 +18,7 @@ import math
 import jax
 
 from lm import evaluation, losses
-from lm.errors import DataError
+from lm.errors import ConfigError, DataError
 from lm.hf import load, safetensors_io
 
 
@@ -47,6 +47,12 @@ def evaluate_text(model_cfg, params, tokenizer, text: str, *, bos: int | None,
 def evaluate_file(directory: str, text_file: str, *, batch_size: int = 4) -> dict:
   """`evaluate_text` of the checkpoint in `directory` on the UTF-8 file `text_file`."""
   model_cfg, params, tokenizer = load(directory)
+  if model_cfg.family != "decoder":
+    model_type = safetensors_io.read_config(directory).get("model_type")
+    raise ConfigError(f"{directory} is a {model_type} checkpoint ({model_cfg.family}): the "
+                      "perplexity of a text is defined for decoder checkpoints (GPT-2); BERT "
+                      "scores masked tokens and T5 a target given a source (see lm.hf.load "
+                      "and the models' own losses)")
   if tokenizer is None:
     raise DataError(f"{directory} has no tokenizer (tokenizer.json, or vocab.json + "
                     "merges.txt): cannot turn the text into tokens")

@@ -44,9 +44,9 @@ _IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")
 # ---------------------------------------------------------------------------- config
 
 
-def config_from_hf(hf: dict) -> ModelConfig:
+def config_from_hf(hf: dict, names=()) -> ModelConfig:
   """The lm ModelConfig computing what this GPT2Config computes; ConfigError names any
-  option lm cannot express."""
+  option lm cannot express. (`names`, the tensor names, tell GPT-2 nothing more.)"""
   get = lambda key, default=None: hf.get(key, default)  # noqa: E731
   refuse = []
   if get("activation_function", "gelu_new") not in _TANH_GELUS:

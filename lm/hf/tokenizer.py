@@ -123,8 +123,12 @@ class SentencePieceTokenizer:
     return cls(base64.b64decode(d["model_proto"]), int(d["extra_ids"]))
 
   def save_hf(self, directory: str) -> None:
+    """Writes spiece.model and a tokenizer_config.json giving transformers' T5Tokenizer
+    (AutoTokenizer) the same number of sentinels, so it gives the same ids."""
     with open(os.path.join(directory, SPIECE), "wb") as f:
       f.write(self.model_proto)
+    with open(os.path.join(directory, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
+      json.dump({"tokenizer_class": "T5Tokenizer", "extra_ids": self.extra_ids}, f)
 
 
 def load_tokenizer_json(directory: str) -> TokenizersTokenizer | None:
