@@ -123,7 +123,10 @@ def _run(cfg, stage, batches, mesh_shape, devices):
   model = families.module(cfg, stage)
   # Clipping reduces a norm over every shard; lr 1e-3 keeps Adam's per-step move small.
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.1))
-  make = lambda r: steps.create_state(families.init_params(cfg, r, stage), optimizer, r)  # noqa: E731
+
+  def make(rng):
+    return steps.create_state(families.init_params(cfg, rng, stage), optimizer, rng)
+
   abstract = jax.eval_shape(make, jax.random.PRNGKey(0))
   state_sharding = sharding.train_state_shardings(families.logical_axes(cfg, stage), abstract,
                                                   mesh, RULES)
@@ -155,7 +158,8 @@ def family_checks(family: str) -> dict:
   devices = jax.devices()
   ref = _run(cfg, stage, batches, None, devices[:1])
   logical = jax.tree_util.tree_leaves_with_path(
-      families.logical_axes(cfg, stage), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+      families.logical_axes(cfg, stage),
+      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
   out = {"shapes": {k: list(v.shape) for k, v in ref["params"].items()},
          "logical": {"/".join(str(k.key) for k in keys): list(spec) for keys, spec in logical},
          "losses": ref["losses"], "meshes": {}}

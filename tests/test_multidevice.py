@@ -1,8 +1,8 @@
 """Sharded training on 8 fake CPU devices equals the single-device run.
 
 Each check runs `multidevice_worker.py` in its own process, because XLA reads the fake
-device count once, before jax is imported. A new model family is one entry in FAMILIES
-(here and in the worker).
+device count once, before jax is imported. A new model family is one entry in GROUPS
+here and in the worker's FAMILIES (and LOGICAL below); the GROUPS processes run at once.
 """
 
 import json
