@@ -1,12 +1,14 @@
 """Runs the multi-device checks on 8 fake CPU devices; `test_multidevice.py` reads the JSON.
 
-    python tests/multidevice_worker.py FAMILY|common OUT.json
+    python tests/multidevice_worker.py FAMILY[,FAMILY...]|common OUT.json
     python tests/multidevice_worker.py loop OUT.json CORPUS.txt
 
 XLA must see the device-count flag before jax is imported, so this runs in its own
-process. Each model family is one entry of FAMILIES: a function returning the model, its
-param init and a batch. Adding a family here and to the test's FAMILIES list is all a new
-family needs.
+process. Each model family (and stage) is one entry of FAMILIES: a function returning the
+ModelConfig, the stage and the batches; the model, its init and its state shardings come
+from `lm.families` as `lm.train` gets them. Adding a family here and to the test's
+FAMILIES list is all a new family needs. Several families in one call share one process
+(one jax start-up).
 """
 
 import os
@@ -18,6 +20,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import functools  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -25,7 +28,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import common  # noqa: E402
-from lm import checkpoint, losses, sharding, steps  # noqa: E402
+from lm import checkpoint, families, losses, sharding, steps  # noqa: E402
+from lm.data import mlm  # noqa: E402
 from lm.models import decoder  # noqa: E402
 from lm.models.config import ModelConfig  # noqa: E402
 
@@ -45,25 +49,87 @@ def _token_batch(vocab: int) -> dict:
 def decoder_family(scan_layers: bool = False):
   cfg = ModelConfig(vocab_size=16, max_len=LENGTH, num_layers=2, num_heads=4, width=32,
                     mlp_width=64, position="rope", scan_layers=scan_layers)
-  return decoder.Decoder(cfg), functools.partial(decoder.init_params, cfg), _token_batch(16)
+  return cfg, "pretrain", _token_batch(16)
 
 
+def _padding(rng, shape) -> np.ndarray:
+  """[..., length] bool: each row real up to a random length >= 2 (right padding)."""
+  lengths = rng.integers(2, shape[-1] + 1, shape[:-1])
+  return np.arange(shape[-1]) < lengths[..., None]
+
+
+_ENCODER = dict(vocab_size=64, max_len=LENGTH, num_layers=1, num_heads=4, width=32,
+                mlp_width=128, family="encoder", position="learned")
+
+
+def encoder_mlm():
+  """BERT MLM (transform + bias head) on right-padded rows, masked by `lm.data.mlm`."""
+  cfg = ModelConfig(**_ENCODER, mlm_transform=True, use_bias=True)
+  rng = np.random.default_rng(1)
+  shape = (STEPS * BATCH, LENGTH)
+  real = _padding(rng, shape)
+  tokens = rng.integers(4, 64, shape)
+  out = mlm.mask_tokens(tokens, rng, mask_id=3, random_ids=np.arange(4, 64), maskable=real,
+                        rate=0.3)
+  out["padding_mask"] = real
+  return cfg, "mlm", {k: np.asarray(v).reshape(STEPS, BATCH, LENGTH) for k, v in out.items()}
+
+
+def encoder_classify():
+  """Sequence classifier (pooler, 3 classes) on right-padded rows: logits [b, 1, 3]."""
+  cfg = ModelConfig(**_ENCODER, num_labels=3, pooler=True)
+  rng = np.random.default_rng(2)
+  return cfg, "classify", {
+      "inputs": rng.integers(0, 64, (STEPS, BATCH, LENGTH), dtype=np.int32),
+      "padding_mask": _padding(rng, (STEPS, BATCH, LENGTH)),
+      "targets": rng.integers(0, 3, (STEPS, BATCH, 1), dtype=np.int32),
+      "weights": np.ones((STEPS, BATCH, 1), np.float32)}
+
+
+def encoder_decoder_family():
+  """T5 (relative bias, RMSNorm, GeGLU, untied output) on padded sources and targets."""
+  cfg = ModelConfig(vocab_size=64, max_len=LENGTH, num_layers=1, num_heads=4, width=32,
+                    mlp_width=128, family="encoder_decoder", position="relative",
+                    norm="rmsnorm", mlp="geglu", tie_embeddings=False, relative_buckets=8,
+                    relative_max_distance=16)
+  rng = np.random.default_rng(3)
+  shape = (STEPS, BATCH, LENGTH)
+  targets = rng.integers(2, 64, shape, dtype=np.int32)
+  weights = _padding(rng, shape).astype(np.float32)
+  return cfg, "span_corruption", {
+      "inputs": rng.integers(2, 64, shape, dtype=np.int32),
+      "padding_mask": _padding(rng, shape),
+      "decoder_inputs": np.concatenate([np.ones((*shape[:2], 1), np.int32),  # BOS = 1.
+                                        targets[..., :-1]], -1),
+      "targets": targets, "weights": weights}
+
+
+# The classifier head is the encoder plus two small matrices: one mesh (every axis > 1)
+# checks it, at a fifth of the compile time of all four.
+FAMILY_MESHES = {"encoder_classify": ("data:2,fsdp:2,tensor:2",)}
 FAMILIES = {
     "decoder": decoder_family,
     "decoder_scanned": functools.partial(decoder_family, scan_layers=True),
+    "encoder_mlm": encoder_mlm,
+    "encoder_classify": encoder_classify,
+    "encoder_decoder": encoder_decoder_family,
 }
 
 
-def _run(model, init_params, batches, mesh_shape, devices):
-  """Losses and final params of STEPS train steps on a mesh of `mesh_shape`."""
+def _run(cfg, stage, batches, mesh_shape, devices):
+  """Losses and final params of STEPS train steps on a mesh of `mesh_shape`, with the
+  model, init and state shardings `lm.train` uses."""
   mesh = sharding.make_mesh(mesh_shape, devices)
+  model = families.module(cfg, stage)
   # Clipping reduces a norm over every shard; lr 1e-3 keeps Adam's per-step move small.
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.1))
-  make = lambda r: steps.create_state(init_params(r), optimizer, r)  # noqa: E731
+
+  def make(rng):
+    return steps.create_state(families.init_params(cfg, rng, stage), optimizer, rng)
+
   abstract = jax.eval_shape(make, jax.random.PRNGKey(0))
-  specs = sharding.logical_specs(model, jnp.zeros((1, LENGTH), jnp.int32))
-  params_sharding = sharding.param_shardings(specs, abstract["params"], mesh, RULES)
-  state_sharding = sharding.state_shardings(abstract, params_sharding, mesh)
+  state_sharding = sharding.train_state_shardings(families.logical_axes(cfg, stage), abstract,
+                                                  mesh, RULES)
   state = jax.jit(make, out_shardings=state_sharding)(jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer,
                                    loss_fn=losses.cross_entropy, accum_steps=ACCUM),
@@ -88,12 +154,17 @@ def _run(model, init_params, batches, mesh_shape, devices):
 
 
 def family_checks(family: str) -> dict:
-  model, init_params, batches = FAMILIES[family]()
+  cfg, stage, batches = FAMILIES[family]()
   devices = jax.devices()
-  ref = _run(model, init_params, batches, None, devices[:1])
-  out = {"shapes": {k: list(v.shape) for k, v in ref["params"].items()}, "meshes": {}}
-  for shape in MESHES:
-    got = _run(model, init_params, batches, shape, devices)
+  ref = _run(cfg, stage, batches, None, devices[:1])
+  logical = jax.tree_util.tree_leaves_with_path(
+      families.logical_axes(cfg, stage),
+      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  out = {"shapes": {k: list(v.shape) for k, v in ref["params"].items()},
+         "logical": {"/".join(str(k.key) for k in keys): list(spec) for keys, spec in logical},
+         "losses": ref["losses"], "meshes": {}}
+  for shape in FAMILY_MESHES.get(family, MESHES):
+    got = _run(cfg, stage, batches, shape, devices)
     out["meshes"][shape] = {
         "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(got["losses"], ref["losses"])),
         "param_abs": max(float(np.abs(got["params"][k] - v).max())
@@ -113,7 +184,8 @@ def _error(fn) -> str:
 
 def common_checks() -> dict:
   out = {}
-  model, init_params, _ = decoder_family()
+  cfg, _, _ = decoder_family()
+  model, init_params = decoder.Decoder(cfg), functools.partial(decoder.init_params, cfg)
   # A checkpoint saved from one mesh restores onto another, values equal, new layout.
   with tempfile.TemporaryDirectory() as tmp:
     state = {}
@@ -195,7 +267,11 @@ def main():
   elif what == "loop":
     result = loop_checks(sys.argv[3])
   else:
-    result = family_checks(what)
+    result = {}
+    for family in what.split(","):
+      start = time.time()
+      result[family] = family_checks(family)
+      print(f"{family}: {time.time() - start:.1f} s", file=sys.stderr)
   with open(path, "w") as f:
     json.dump(result, f)
 

@@ -8,7 +8,7 @@ import pytest
 from configs import encoder_shakespeare
 from lm import families, train
 from lm.data import labelled
-from lm.errors import DataError
+from lm.errors import ConfigError, DataError
 from lm.models import encoder
 from lm.models.config import ModelConfig
 
@@ -105,6 +105,19 @@ def test_variants_validate(variant):
   cfg = ModelConfig(vocab_size=68, num_labels=2, **c.model.to_dict())
   assert families.param_count(cfg, c.stage) > 0
   assert families.flops_per_token(cfg) > 0
+
+
+@pytest.mark.parametrize("field,value", [("scan_layers", True), ("remat", "full")])
+def test_scan_and_remat_are_refused_outside_the_decoder(field, value):
+  # The encoder families loop over their blocks in Python: the flags would do nothing.
+  c = encoder_shakespeare.get_config("mlm")
+  setattr(c.model, field, value)
+  with pytest.raises(ConfigError, match="implemented for the decoder only; family 'encoder'"):
+    train.validate(c)
+  with pytest.raises(ConfigError, match="family 'encoder_decoder' needs model.scan_layers"):
+    ModelConfig(vocab_size=8, max_len=8, num_layers=1, num_heads=2, width=8,
+                family="encoder_decoder", **{field: value})
+  ModelConfig(vocab_size=8, max_len=8, num_layers=1, num_heads=2, width=8, **{field: value})
 
 
 def test_flops_count_bidirectional_attention():

@@ -1,8 +1,8 @@
 """Sharded training on 8 fake CPU devices equals the single-device run.
 
 Each check runs `multidevice_worker.py` in its own process, because XLA reads the fake
-device count once, before jax is imported. A new model family is one entry in FAMILIES
-(here and in the worker).
+device count once, before jax is imported. A new model family is one entry in GROUPS
+here and in the worker's FAMILIES (and LOGICAL below); the GROUPS processes run at once.
 """
 
 import json
@@ -12,25 +12,49 @@ import sys
 
 import pytest
 
-FAMILIES = ["decoder"]
+# Families (and stages) by worker process; the processes run at the same time.
+GROUPS = ("decoder", "encoder_mlm,encoder_classify,encoder_decoder")
+FAMILIES = [f for group in GROUPS for f in group.split(",")]
 MESHES = {"data:8": (8, 1, 1), "fsdp:8": (1, 8, 1), "data:2,fsdp:2,tensor:2": (2, 2, 2),
           "fsdp:2,tensor:4": (1, 2, 4)}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _worker(tmp_path_factory, *args) -> dict:
+def _start(tmp_path_factory, *args):
   out = tmp_path_factory.mktemp("multidevice") / "out.json"
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_worker.py"),
-                         args[0], str(out), *args[1:]], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "multidevice_worker.py"),
+                           args[0], str(out), *args[1:]], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return proc, out
+
+
+def _finish(proc, out) -> dict:
+  try:
+    _, stderr = proc.communicate(timeout=600)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  assert proc.returncode == 0, stderr[-3000:]
   return json.loads(out.read_text())
 
 
+def _worker(tmp_path_factory, *args) -> dict:
+  return _finish(*_start(tmp_path_factory, *args))
+
+
+@pytest.fixture(scope="module")
+def all_families(tmp_path_factory):
+  started = [_start(tmp_path_factory, group) for group in GROUPS]
+  out = {}
+  for proc, path in started:
+    out.update(_finish(proc, path))
+  return out
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
-def family(request, tmp_path_factory):
-  return _worker(tmp_path_factory, request.param)
+def family(request, all_families):
+  return all_families[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -38,42 +62,71 @@ def common(tmp_path_factory):
   return _worker(tmp_path_factory, "common")
 
 
+# The default rules of configs/common.py, applied by hand; every other axis stays whole.
+RULE = {"vocab": "tensor", "heads": "tensor", "kv_heads": "tensor", "mlp": "tensor",
+        "embed": "fsdp"}
+
+
 def _expected_shard(shape, logical, sizes) -> list:
-  """Hand-applied default rules: vocab, heads, kv_heads, mlp -> tensor; embed -> fsdp."""
-  rule = {"vocab": "tensor", "heads": "tensor", "kv_heads": "tensor", "mlp": "tensor",
-          "embed": "fsdp"}
-  return [n // sizes.get(rule.get(name), 1) for n, name in zip(shape, logical)]
+  return [n // sizes.get(RULE.get(name), 1) for n, name in zip(shape, logical)]
 
 
-LOGICAL = {  # Logical axes of a few decoder params (lm/models/layers.py).
-    "embedding": ("vocab", "embed"),
-    "block_0/attention/query/kernel": ("embed", "heads", "head_dim"),
-    "block_1/attention/out/kernel": ("heads", "head_dim", "embed"),
-    "block_0/mlp/up/kernel": ("embed", "mlp"),
-    "block_1/mlp/down/kernel": ("mlp", "embed"),
-    "final_norm/scale": ("embed",),
+LOGICAL = {  # Logical axes of a few params of each family, written out from the models.
+    "decoder": {
+        "embedding": ("vocab", "embed"),
+        "block_0/attention/query/kernel": ("embed", "heads", "head_dim"),
+        "block_1/attention/out/kernel": ("heads", "head_dim", "embed"),
+        "block_0/mlp/up/kernel": ("embed", "mlp"),
+        "block_1/mlp/down/kernel": ("mlp", "embed"),
+        "final_norm/scale": ("embed",)},
+    "encoder_mlm": {
+        "encoder/embedding": ("vocab", "embed"),
+        "encoder/position_embedding": ("length", "embed"),
+        "encoder/block_0/attention/key/kernel": ("embed", "kv_heads", "head_dim"),
+        "encoder/block_0/mlp/down/kernel": ("mlp", "embed"),
+        "mlm_head/transform/kernel": ("embed", None),  # Square: 'embed' only once.
+        "mlm_head/bias": ("vocab",)},
+    "encoder_classify": {
+        "encoder/block_0/attention/out/kernel": ("heads", "head_dim", "embed"),
+        "pooler/kernel": ("embed", None),
+        "classifier/kernel": ("embed", "classes")},
+    "encoder_decoder": {
+        "embedding": ("vocab", "embed"),
+        "unembedding": ("embed", "vocab"),
+        "encoder/relative_bias/embedding": ("relpos_buckets", "heads"),
+        "decoder/relative_bias/embedding": ("relpos_buckets", "heads"),
+        "decoder/block_0/cross_attention/key/kernel": ("embed", "kv_heads", "head_dim"),
+        "decoder/block_0/cross_attention/out/kernel": ("heads", "head_dim", "embed"),
+        "encoder/block_0/mlp/gate/kernel": ("embed", "mlp")},
 }
+
+
+def _meshes(family, mesh):
+  if mesh not in family["meshes"]:
+    pytest.skip("this family runs on fewer meshes (multidevice_worker.FAMILY_MESHES)")
+  return family["meshes"][mesh]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mesh", MESHES)
 def test_sharded_steps_equal_single_device(family, mesh):
-  got = family["meshes"][mesh]
+  got = _meshes(family, mesh)
   assert got["loss_rel"] < 1e-6, got["loss_rel"]  # float32 reduction-order noise only.
-  # lr 1e-3: a missing gradient all-reduce would move params by ~1e-3; noise is ~1e-7.
+  # lr 1e-3: a missing gradient all-reduce would move params by ~1e-3; noise is ~1e-6.
   assert got["param_abs"] < 1e-5, got["param_abs"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mesh", MESHES)
-def test_params_are_sharded_as_the_rules_say(family, mesh):
-  got = family["meshes"][mesh]
+def test_params_are_sharded_as_the_rules_say(family, mesh, request):
+  got = _meshes(family, mesh)
   sizes = dict(zip(("data", "fsdp", "tensor"), MESHES[mesh]))
-  for name, logical in LOGICAL.items():
-    if name not in family["shapes"]:
-      continue  # Another family's params.
-    expected = _expected_shard(family["shapes"][name], logical, sizes)
-    assert got["shard_shapes"][name] == expected, (name, got["specs"][name])
+  name = request.node.callspec.params["family"]
+  for param, logical in LOGICAL[name].items():  # The models name the axes we expect...
+    assert tuple(family["logical"][param]) == logical, param
+  for param, logical in family["logical"].items():  # ...and every param follows the rules.
+    expected = _expected_shard(family["shapes"][param], logical, sizes)
+    assert got["shard_shapes"][param] == expected, (param, got["specs"][param])
   assert got["mu_specs_match"]  # Adam moments are laid out like their params.
 
 

@@ -103,6 +103,12 @@ class ModelConfig:
     if self.family == "decoder" and self.position == "relative":
       raise ConfigError("model.position='relative' (T5 bias) is for the encoder and "
                         "encoder_decoder families; the decoder has 'learned' or 'rope'")
+    if self.family != "decoder" and (self.scan_layers or self.remat != "none"):
+      # The encoder families run their blocks in a plain Python loop (encoder.run_blocks):
+      # these flags would be silently ignored, so they are refused instead.
+      raise ConfigError(f"model.scan_layers={self.scan_layers} / model.remat={self.remat!r} "
+                        f"are implemented for the decoder only; family {self.family!r} "
+                        "needs model.scan_layers=False and model.remat='none'")
     if self.family != "encoder_decoder" and self.num_encoder_layers is not None:
       raise ConfigError("model.num_encoder_layers is for family 'encoder_decoder'")
     if not 0.0 <= self.dropout < 1.0:

@@ -110,7 +110,9 @@ class MlmHead(nn.Module):
   def __call__(self, hidden, embedding):
     cfg = self.config
     if cfg.mlm_transform:
-      hidden = Dense((cfg.width,), ("embed",), ("embed",), cfg, cfg.init_std, name="transform")(
+      # A width x width kernel cannot name 'embed' twice (one mesh axis cannot split two
+      # dims): its input side is sharded like every matrix's, the output side stays whole.
+      hidden = Dense((cfg.width,), ("embed",), (None,), cfg, cfg.init_std, name="transform")(
           hidden)
       hidden = Norm(cfg, name="transform_norm")(activation(cfg.mlp)(hidden))
     logits = hidden.reshape(-1, cfg.width) @ embedding.T.astype(cfg.compute_dtype)
@@ -151,10 +153,10 @@ class EncoderModel(nn.Module):
         raise ValueError("classifier heads need model.num_labels")
       x = pool(hidden, valid, cfg.pooling)[:, None] if self.head == "sequence" else hidden
       if self.head == "sequence" and cfg.pooler:
-        x = jnp.tanh(Dense((cfg.width,), ("embed",), ("embed",), cfg, cfg.init_std,
-                           name="pooler")(x))
+        x = jnp.tanh(Dense((cfg.width,), ("embed",), (None,), cfg, cfg.init_std,
+                           name="pooler")(x))  # Output whole, as MlmHead's transform.
       x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-      logits = Dense((labels,), ("embed",), ("labels",), cfg, cfg.init_std,
+      logits = Dense((labels,), ("embed",), ("classes",), cfg, cfg.init_std,
                      name="classifier")(x)
     return logits.astype(jnp.float32), {"hidden": hidden}
 

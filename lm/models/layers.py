@@ -274,7 +274,7 @@ class RelativeBias(nn.Module):
     """query_positions: [batch or 1, q]; key_positions: [batch or 1, k] -> [b, heads, q, k]
     float32."""
     cfg = self.config
-    table = self.param("embedding", _normal(cfg.init_std, ("relative", "heads")),
+    table = self.param("embedding", _normal(cfg.init_std, ("relpos_buckets", "heads")),
                        (cfg.relative_buckets, cfg.num_heads), cfg.storage_dtype)
     rel = key_positions[:, None, :] - query_positions[:, :, None]
     bucket = relative_position_bucket(rel, bidirectional=self.bidirectional,
