@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -111,7 +112,6 @@ def test_errors_say_what_is_wrong(data_dir, tmp_path):
 
 def test_tfrecord_prepared_dataset_says_how_to_rebuild(data_dir, tmp_path):
   # Writing tfrecord needs TensorFlow, so relabel a prepared copy's metadata instead.
-  import shutil
   copy = str(tmp_path / "copy")
   shutil.copytree(data_dir, copy)
   info_path = os.path.join(copy, NAME, "1.0.0", "dataset_info.json")

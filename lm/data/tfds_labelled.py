@@ -19,8 +19,8 @@ from lm.errors import DataError
 def _how_to_prepare(name: str, data_dir: str | None) -> str:
   where = f" --data_dir={data_dir}" if data_dir else ""
   return (f"prepare it as array_record on a machine with internet (and TensorFlow if its "
-          f"builder needs it): `tfds build {name} --file_format=array_record{where}`, then "
-          f"copy the {name} folder into data.data_dir")
+          f"builder needs it): `tfds build {name} --file_format=array_record{where}` (if built "
+          f"elsewhere, copy its {name} folder into data.data_dir)")
 
 
 def builder(name: str, data_dir: str | None):
