@@ -142,8 +142,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.mean_span = 3.0  # span_corruption: mean noise span length.
   c.task.train_file = ml_collections.FieldReference(None, field_type=str)  # classify: CSV (text,label header) or JSONL.
   c.task.eval_file = ml_collections.FieldReference(None, field_type=str)  # classify: held-out file; None: task.eval_fraction of train_file.
-  c.task.eval_fraction = 0.1  # classify: share of train_file held out when eval_file is None.
+  c.task.eval_fraction = 0.1  # classify: share of train_file (or the TFDS train split) held out when eval_file (tfds_eval_split) is None.
   c.task.builtin = ml_collections.FieldReference(None, field_type=str)  # classify without files: 'real_vs_shuffled' lines of data.source.
+  c.task.tfds_name = ml_collections.FieldReference(None, field_type=str)  # classify: a TFDS dataset already prepared as array_record in data.data_dir (e.g. 'imdb_reviews'), read without TensorFlow; wins over task.builtin, excludes task.train_file.
+  c.task.tfds_train_split = "train"  # classify with tfds_name: split to train on (TFDS syntax, e.g. 'train[:10%]').
+  c.task.tfds_eval_split = ml_collections.FieldReference("test", field_type=str)  # classify with tfds_name: held-out split; None: task.eval_fraction of the train split.
+  c.task.text_feature = "text"  # classify with tfds_name: the Text feature holding the input.
+  c.task.label_feature = "label"  # classify with tfds_name: the ClassLabel feature; its names are the label set (unless task.labels).
   c.task.labels = ()  # classify: the label set; (): sorted labels of the training file.
   c.task.truncation = "error"  # classify: text longer than data.context: 'error' or 'truncate' (counted).
   c.task.seq2seq = "reverse"  # seq2seq: a task in lm.data.seq2seq.TASKS ('reverse', 'sort').

@@ -9,7 +9,8 @@ Variants (`--config=configs/encoder_shakespeare.py:VARIANT`):
   classify  Fine-tunes that encoder (init_from) on 'real' vs 'shuffled' lines: every
             Shakespeare line of 4+ words, half with their words shuffled (built from the
             train and validation splits; task.train_file/eval_file take a CSV/JSONL
-            `text,label` instead). Pooled first ([CLS]) token. Run:
+            `text,label` instead, task.tfds_name a TFDS dataset prepared as array_record
+            in data.data_dir). Pooled first ([CLS]) token. Run:
               ./launch.sh train --config=configs/encoder_shakespeare.py:classify \
                   --workdir=runs/cls --config.init_from=runs/mlm
             Expect held-out accuracy about 0.90 vs a majority baseline of 0.52 (5 min).

@@ -5,7 +5,8 @@ loss, evaluation and final report, selected by `config.model.family` and `config
 
   encoder          mlm              masked LM on text windows (`lm.data.mlm`), loss on the
                                     masked positions only.
-                   classify         sequence classifier on labelled text (`lm.data.labelled`),
+                   classify         sequence classifier on labelled text (`lm.data.labelled`,
+                                    or a prepared TFDS dataset, `lm.data.tfds_labelled`),
                                     usually init_from an mlm run; reports accuracy and the
                                     majority baseline.
   encoder_decoder  span_corruption  T5 span corruption of text windows
@@ -25,7 +26,8 @@ import numpy as np
 
 from lm import beam_search, decoding, losses, metrics, run_files, sharding, stages, steps
 from lm import tokenizers
-from lm.data import instruct, labelled, mlm, seq2seq, sources, span_corruption, windows
+from lm.data import instruct, labelled, mlm, seq2seq, sources, span_corruption, tfds_labelled
+from lm.data import windows
 from lm.errors import ConfigError
 from lm.models import encoder, encoder_decoder
 from lm.models.config import ModelConfig
@@ -71,8 +73,23 @@ def validate(config) -> None:
                         f"{t.min_len}, {t.max_len}, {config.data.context}")
   if t.builtin not in (None, "real_vs_shuffled"):
     raise ConfigError(f"task.builtin={t.builtin!r}: expected None or 'real_vs_shuffled'")
-  if stage == "classify" and t.train_file is None and t.builtin is None:
-    raise ConfigError("stage 'classify' needs task.train_file (CSV/JSONL text,label) or "
+  if t.tfds_name is not None:
+    if t.train_file is not None:
+      raise ConfigError(f"task.tfds_name={t.tfds_name!r} and task.train_file="
+                        f"{t.train_file!r}: set one of them")
+    fields = {"tfds_train_split": t.tfds_train_split, "text_feature": t.text_feature,
+              "label_feature": t.label_feature, "tfds_name": t.tfds_name}
+    for key, value in fields.items():
+      if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"task.{key}={value!r}: expected a non-empty string")
+    if t.tfds_eval_split is not None and not t.tfds_eval_split.strip():
+      raise ConfigError("task.tfds_eval_split='': expected a split name or None")
+    if t.eval_file is not None:
+      raise ConfigError("task.eval_file is for task.train_file; with task.tfds_name set "
+                        "task.tfds_eval_split")
+  if stage == "classify" and t.train_file is None and t.builtin is None and t.tfds_name is None:
+    raise ConfigError("stage 'classify' needs task.train_file (CSV/JSONL text,label), "
+                      "task.tfds_name (a prepared TFDS dataset) or "
                       "task.builtin='real_vs_shuffled'")
 
 
@@ -99,6 +116,12 @@ def _classify_examples(config):
       return train, labelled.load(t.eval_file)
     return stages._split(train, t.eval_fraction, t.train_file)
   d = config.data
+  if t.tfds_name is not None:
+    kw = dict(data_dir=d.data_dir, text_feature=t.text_feature, label_feature=t.label_feature)
+    train, _ = tfds_labelled.load(t.tfds_name, t.tfds_train_split, **kw)
+    if t.tfds_eval_split is not None:
+      return train, tfds_labelled.load(t.tfds_name, t.tfds_eval_split, **kw)[0]
+    return stages._split(train, t.eval_fraction, f"tfds:{t.tfds_name}/{t.tfds_train_split}")
   out = []
   for split in ("train", config.eval.split):
     text = sources.load_text(d.source, split, data_dir=d.data_dir, manual_dir=d.manual_dir,
@@ -145,9 +168,17 @@ def load_start(config, workdir: str):
   return tokenizer, None, start
 
 
-def labels(config) -> tuple[str, ...]:
-  train, _ = _classify_examples(config)
-  return labelled.label_set(train, config.task.labels)
+def labels(config, train=None) -> tuple[str, ...]:
+  """The classify label set: task.labels, else a TFDS dataset's ClassLabel names (in its
+  order, even those its train split lacks), else the sorted labels of `train` (loaded when
+  None)."""
+  t = config.task
+  if not t.labels and t.tfds_name is not None:
+    b = tfds_labelled.builder(t.tfds_name, config.data.data_dir)
+    return tfds_labelled.label_names(b, t.label_feature)
+  if train is None:
+    train, _ = _classify_examples(config)
+  return labelled.label_set(train, t.labels)
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
@@ -281,7 +312,7 @@ def _classify(config, tokenizer, cfg, model, loss_fn, tokens, start, fresh, mesh
   t, context = config.task, config.data.context
   cls_id, pad_id = _specials(tokenizer, "<cls>", "<pad>")
   train, held_out = _classify_examples(config)
-  label_names = labelled.label_set(train, t.labels)
+  label_names = labels(config, train)
   rows, counts = {}, {}
   for split, examples in (("train", train), ("eval", held_out)):
     rows[split], counts[split] = labelled.encode(examples, tokenizer, label_names,
