@@ -22,8 +22,9 @@
 #
 # Environment: PYTHON (default python3, >= 3.10), LM_VENV (default .venv),
 # TFDS_DATA_DIR (TFDS data dir; offline, put input.txt in $TFDS_DATA_DIR/downloads/manual),
-# LM_RETRIES (default 0: restart `train` this many times when it exits with status 75,
-# i.e. it was preempted by SIGTERM/SIGINT after saving a checkpoint).
+# LM_RETRIES (default 0: restart `train` or `sweep` this many times when it exits with
+# status 75, i.e. it was preempted by SIGTERM/SIGINT after saving a checkpoint; a restarted
+# sweep skips its finished points and resumes the interrupted one).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -75,7 +76,7 @@ case "$cmd" in
     ;;
   sweep)
     setup_env ""
-    exec "$VENV/bin/python" -m experiments.sweep "$@"
+    run_with_retries "$VENV/bin/python" -m experiments.sweep "$@"  # Exits 75 if preempted.
     ;;
   -h|--help|help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"

@@ -36,7 +36,9 @@ def main(argv):
   if "perplexity" in results:
     print(f"{results['split']} loss {results['loss']:.4f} nats/token | perplexity "
           f"{results['perplexity']:.3f} | accuracy {results['accuracy']:.3f} | "
-          f"{results['tokens']:.0f} tokens | train {results['train_wall_s']:.0f}s")
+          f"{results['tokens']:.0f} tokens | train "
+          + (f"{results['train_wall_s']:.0f}s" if results["train_wall_s"] is not None
+             else "time unknown (resumed from an old checkpoint)"))
   else:  # Preference stages: per-pair means.
     print(f"{results['split']} " + " | ".join(
         f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float)))

@@ -1,10 +1,12 @@
 """Perplexity tables of finished runs, as Markdown, CSV and LaTeX, plus learning curves.
 
 A row per run folder: the config fields that vary across the folders, parameters, tokens
-seen, training wall time, and validation/test perplexity and bits per byte from the
-folder's `eval_<split>.json` (written by `experiments/evaluate.py`). A run without a
-finished evaluation keeps its row, with those cells marked missing. Every table names the
-evaluation protocol(s) its numbers were computed under.
+seen, training wall time (results.json `train_wall_s`: the train loop, summed over every
+process of a resumed run; see lm/train.py) and tokens seen per second of it, and
+validation/test perplexity and bits per byte from the folder's `eval_<split>.json`
+(written by `experiments/evaluate.py`). A run without a finished evaluation keeps its row,
+with those cells marked missing. Every table names the evaluation protocol(s) its numbers
+were computed under.
 """
 
 import csv
@@ -78,6 +80,8 @@ def collect(run_dirs) -> list[dict]:
       row["status"] = "done" if results else f"stopped at step {step or 0}"
     if results:
       row["train_wall_s"] = results.get("train_wall_s")
+      if results.get("train_wall_s_from_step"):  # Resumed from a checkpoint without it.
+        row["status"] += f" (train time unknown before step {results['train_wall_s_from_step']})"
     for split in SPLITS:
       ev = _read_json(os.path.join(run_dir, f"eval_{split}.json"))
       row[f"{split}_ppl"] = ev and ev["perplexity"]

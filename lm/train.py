@@ -3,6 +3,15 @@
 `train_and_evaluate(config, workdir)` is what `experiments/train.py` calls. Restarting it
 with the same workdir resumes from the latest checkpoint: the batch of step s is a pure
 function of (seed, s), so params, optimizer state, step and RNG are all a resume needs.
+
+results.json `train_wall_s` is the wall time of the train loop (steps, first-step
+compilation, periodic and final evaluations, checkpoint saves; not start-up, data loading,
+restore or the text sample), summed over every process of a resumed run: each checkpoint
+carries the total up to its step. Time a killed process spent after its last checkpoint is
+not counted (the next process redoes and counts those steps). A run resumed from a
+checkpoint older than this bookkeeping (no `train_wall_s` in its metadata) has
+`train_wall_s` None (unknown), and `train_wall_s_partial`, the time counted from step
+`train_wall_s_from_step` on.
 """
 
 import functools
@@ -277,6 +286,9 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
       make_manager=lambda: checkpoint.manager(workdir, keep=t.keep_checkpoints))
   writer = metrics.Writer(workdir, enabled=lead)
   host_pending, skipped = [], 0  # Per-step metrics not yet in a record; skipped steps.
+  # Train-loop seconds of earlier processes, counted from step `wall_from` (0 unless resumed
+  # from a checkpoint saved before this was kept).
+  wall_before, wall_from = 0.0, 0
   if restored is None:
     state, start = init(init_rng), 0
   else:
@@ -287,6 +299,10 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
                         f"run would read {data_state(start)}; pass "
                         "--config.allow_config_change=True to continue anyway")
     host_pending, skipped = meta["pending_metrics"], meta["skipped_steps"]
+    if "train_wall_s" in meta:
+      wall_before, wall_from = meta["train_wall_s"], meta["train_wall_s_from_step"]
+    else:  # An older checkpoint: the time before `start` is unknown.
+      wall_from = start
     if lead:
       print(f"resumed from step {start} of {workdir}", flush=True)
   writer.truncate_after(start)
@@ -338,13 +354,15 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
     if save:
       # Metrics of steps since the last record travel with the checkpoint, so a resumed
       # run writes the same records as one that never stopped.
-      checkpoint.save(mngr, step, state, {"step": step, "data": data_state(step),
-                                          "pending_metrics": host_pending,
-                                          "skipped_steps": skipped}, force=stopping)
+      checkpoint.save(mngr, step, state, {
+          "step": step, "data": data_state(step), "pending_metrics": host_pending,
+          "skipped_steps": skipped, "train_wall_s": wall_before + time.perf_counter() - wall,
+          "train_wall_s_from_step": wall_from}, force=stopping)
     if stopping:
       break
   progress.close()
   mngr.wait_until_finished()
+  wall = time.perf_counter() - wall  # This process's train loop.
   mngr.close()
   writer.close()
   if signal_name is not None and step < t.steps:
@@ -361,7 +379,10 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
     results = finish(config, state["params"], model_cfg, tokenizer, ev)
   if config.stage != "pretrain":
     results["stage"], results["data_counts"] = config.stage, stage.counts
-  results["train_wall_s"] = time.perf_counter() - wall
+  results["train_wall_s"] = None if wall_from else wall_before + wall
+  if wall_from:
+    results["train_wall_s_partial"] = wall_before + wall
+    results["train_wall_s_from_step"] = wall_from
   if lead:
     run_files.write_json(f"{workdir}/results.json", results)
   return results

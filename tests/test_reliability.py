@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +183,43 @@ def test_signal_after_the_save_decision_still_saves(smoke_config, tmp_path, monk
   assert checkpoint.manager(preempted).latest_step() == 6
   train.train_and_evaluate(smoke_config, preempted)
   _assert_same_run(straight, preempted)
+
+
+def _edit_meta(workdir, step, edit):
+  """Rewrites the JSON metadata of the checkpoint at `step` with `edit(meta)`."""
+  path = os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")
+  with open(path) as f:
+    meta = json.load(f)
+  edit(meta)
+  with open(path, "w") as f:
+    json.dump(meta, f)
+
+
+def test_train_wall_s_sums_the_processes_of_a_resumed_run(smoke_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  t0 = time.perf_counter()
+  train.train_and_evaluate(smoke_config, workdir, stop_at=10)
+  first = time.perf_counter() - t0
+  seen = {}
+  _edit_meta(workdir, 10, lambda m: seen.update(m))
+  assert 0 < seen["train_wall_s"] <= first and seen["train_wall_s_from_step"] == 0
+  # Pretend the first process trained for 1000 s: the resumed run must add to that.
+  _edit_meta(workdir, 10, lambda m: m.update(train_wall_s=1000.0))
+  t0 = time.perf_counter()
+  results = train.train_and_evaluate(smoke_config, workdir)
+  second = time.perf_counter() - t0
+  assert 1000.0 < results["train_wall_s"] < 1000.0 + second
+  assert "train_wall_s_partial" not in results
+
+  # A checkpoint from before the time was kept: unknown, marked, not a crash.
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))
+  os.remove(os.path.join(workdir, "results.json"))
+  _edit_meta(workdir, 10, lambda m: [m.pop(k) for k in ("train_wall_s",
+                                                         "train_wall_s_from_step")])
+  t0 = time.perf_counter()
+  results = train.train_and_evaluate(smoke_config, workdir)
+  third = time.perf_counter() - t0
+  assert results["train_wall_s"] is None and results["train_wall_s_from_step"] == 10
+  assert 0 < results["train_wall_s_partial"] < third  # This process only.
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["train_wall_s_partial"] == results["train_wall_s_partial"]

@@ -2,7 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
@@ -49,8 +53,8 @@ def test_every_sweep_point_builds_a_config(module, arg):
 class FakeRunner:
   """Records commands; 'trains' by writing results.json, 'evaluates' by writing evals."""
 
-  def __init__(self, fail=()):
-    self.calls, self.fail = [], fail
+  def __init__(self, fail=(), preempt=()):
+    self.calls, self.fail, self.preempt = [], fail, preempt
 
   def __call__(self, cmd):
     entry = cmd[2].split(".")[-1]
@@ -58,6 +62,9 @@ class FakeRunner:
     self.calls.append((entry, os.path.basename(workdir)))
     if os.path.basename(workdir) in self.fail:
       return subprocess.CompletedProcess(cmd, 1)
+    if os.path.basename(workdir) in self.preempt:  # Saved a checkpoint, exited 75.
+      os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+      return subprocess.CompletedProcess(cmd, 75)
     os.makedirs(workdir, exist_ok=True)
     names = (["results.json"] if entry == "train" else
              [f"eval_{s}.json" for s in sweep_runner.EVAL_SPLITS])
@@ -99,3 +106,73 @@ def test_runner_errors_name_the_problem(tmp_path):
     sweep_runner.plan("configs/nope.py", str(tmp_path))
   with pytest.raises(ConfigError, match="defines no get_sweep"):
     sweep_runner.plan("configs/pipeline.py", str(tmp_path))
+
+
+def test_a_preempted_point_stops_the_sweep_which_then_resumes(tmp_path, monkeypatch):
+  tables_written = []
+  monkeypatch.setattr(sweep_runner.tables, "write",
+                      lambda out, dirs: tables_written.append(len(dirs)) or [])
+  root, config = str(tmp_path / "sweep"), "configs/ptb_word.py:smoke"
+  names = [sweep.point_name(p) for p in ptb_word.get_sweep("smoke")]
+  runner = FakeRunner(preempt=(names[0],))
+  with pytest.raises(sweep_runner.Stopped, match=f"point {names[0]} stopped"):
+    sweep_runner.run(config, root, runner=runner)
+  assert runner.calls == [("train", names[0])]  # Not evaluated, no later point started.
+  assert tables_written == [len(names)]  # The table of what exists is still written.
+  assert [s["status"] for s in sweep_runner.plan(config, root)][:2] == ["resume", "new"]
+  runner = FakeRunner()
+  sweep_runner.run(config, root, runner=runner)  # The restart resumes point 0 first.
+  assert runner.calls[:3] == [("train", names[0]), ("evaluate", names[0]),
+                              ("train", names[1])]
+
+
+# The sweep process (a script, so the test's own signal handlers are untouched): two points
+# whose training is CHILD; it exits like experiments/sweep.py.
+_SWEEP = """
+import sys
+from lm import preemption, sweep_runner
+root, child = sys.argv[1], sys.argv[2:]
+sweep_runner.plan = lambda config, workdir: [
+    {"name": n, "workdir": f"{root}/{n}", "status": "new", "train": child + [n],
+     "evaluate": [sys.executable, "-c", ""]} for n in ("a", "b")]
+sweep_runner.tables.write = lambda out, dirs: []
+try:
+  sweep_runner.run("unused", root)
+except sweep_runner.Stopped as e:
+  print(e)
+  sys.exit(preemption.EXIT_PREEMPTED)
+"""
+# A training point: marks that it started (handler installed), then waits for a signal,
+# records which one, and exits 75 like a train process that saved its checkpoint.
+_CHILD = """
+import os, signal, sys, time
+root, name = sys.argv[1], sys.argv[2]
+def handle(signum, frame):
+  open(os.path.join(root, name + ".signal"), "w").write(signal.Signals(signum).name)
+  sys.exit(75)
+signal.signal(signal.SIGTERM, handle)
+open(os.path.join(root, name + ".started"), "w").close()
+time.sleep(30)
+"""
+
+
+def test_sigterm_to_the_sweep_reaches_the_running_point_and_exits_75(tmp_path):
+  root = str(tmp_path)
+  proc = subprocess.Popen(
+      [sys.executable, "-c", textwrap.dedent(_SWEEP), root, sys.executable, "-c", _CHILD, root],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.time() + 20
+    while not os.path.exists(tmp_path / "a.started") and time.time() < deadline:
+      assert proc.poll() is None, proc.communicate()[0]
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # To the sweep only, not to its child.
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 75, out
+    assert (tmp_path / "a.signal").read_text() == "SIGTERM"  # Forwarded; the child saved.
+    assert not os.path.exists(tmp_path / "b.started")  # The sweep stopped after point a.
+  finally:
+    if proc.poll() is None:  # Only on failure: leave no process behind.
+      proc.kill()
+      proc.wait()
+  assert "point a stopped (SIGTERM)" in out

@@ -9,7 +9,8 @@ from configs import shakespeare_char
 from lm import evaluation, run_files, tables, tokenizers
 
 
-def _make_run(root, name, width, *, evaluated=True, trained=True):
+def _make_run(root, name, width, *, evaluated=True, trained=True,
+              results=(("train_wall_s", 8.0),)):
   run = os.path.join(root, name)
   c = shakespeare_char.get_config("smoke")
   c.model.width = width
@@ -21,7 +22,7 @@ def _make_run(root, name, width, *, evaluated=True, trained=True):
       f.write(json.dumps({"step": step, "split": "validation", "perplexity": 9.0 - step / 10})
               + "\n")
   if trained:
-    run_files.write_json(os.path.join(run, "results.json"), {"train_wall_s": 8.0})
+    run_files.write_json(os.path.join(run, "results.json"), dict(results))
   if evaluated:
     protocol = evaluation.Protocol(32)
     for split, logprob in (("validation", -100.0), ("test", -90.0)):
@@ -62,3 +63,21 @@ def test_a_folder_without_config_is_not_a_run(tmp_path):
   os.makedirs(tmp_path / "notes")
   _make_run(str(tmp_path), "r", 32)
   assert [os.path.basename(d) for d in tables.run_dirs_under(str(tmp_path))] == ["r"]
+
+
+def test_train_time_and_tokens_per_second_columns(tmp_path):
+  root = str(tmp_path)
+  runs = [_make_run(root, "w32", 32, results={"train_wall_s": 2.5}),
+          # Resumed from a checkpoint that did not keep the train time (lm/train.py).
+          _make_run(root, "w64", 64, results={"train_wall_s": None, "train_wall_s_partial": 1.0,
+                                              "train_wall_s_from_step": 10})]
+  paths = tables.write(os.path.join(root, "out"), runs)
+  rows = list(csv.DictReader(io.StringIO(open(paths[1]).read())))
+  # smoke: 20 steps x 8 sequences x 32 tokens = 5120 tokens in 2.5 s.
+  assert [r["tokens_seen"] for r in rows] == ["5120", "5120"]
+  assert rows[0]["train_wall_s"] == "2.5" and float(rows[0]["tokens_per_s"]) == 2048.0
+  assert rows[1]["train_wall_s"] == "" and rows[1]["tokens_per_s"] == ""
+  assert rows[1]["status"] == "done (train time unknown before step 10)"
+  md = open(paths[0]).read().splitlines()
+  assert "| 0.01M | 2 | 2,048 |" in md[4]  # tokens seen, train s, tokens/s.
+  assert "| done (train time unknown before step 10) |" in md[5] and "| — | — |" in md[5]
