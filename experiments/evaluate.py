@@ -46,8 +46,9 @@ def main(argv):
   if bool(_WORKDIR.value) == bool(_HF.value):
     raise UserError("give exactly one of --workdir and --hf_checkpoint")
   if _HF.value and _TASK.value == "perplexity":
-    return eval_run.hf_perplexity(_HF.value, _TEXT.value, output=_OUTPUT.value,
-                                  batch_size=_BATCH.value or 4)
+    eval_run.hf_perplexity(_HF.value, _TEXT.value, output=_OUTPUT.value,
+                           batch_size=_BATCH.value or 4)
+    return
   if _TEXT.value:
     raise UserError("--text_file is for --hf_checkpoint perplexity; a run scores --splits")
   if _WORKDIR.value and run_files.read_config(_WORKDIR.value).model.get(

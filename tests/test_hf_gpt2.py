@@ -397,6 +397,14 @@ def test_entry_points(hf_dir, tmp_path):
   result = json.loads((tmp_path / "eval.json").read_text())
   assert f"perplexity {result['perplexity']:.3f}" in out.stdout
   assert "bits per byte" in out.stdout and result["bytes"] == len(TEXT.encode("utf-8"))
+  for split, rows in (("dev", ["1+1?,2,3,4,5,A"]), ("test", ["2+2?,3,4,5,6,B"])):
+    os.makedirs(tmp_path / "mmlu" / split)
+    (tmp_path / "mmlu" / split / f"arith_{split}.csv").write_text("\n".join(rows) + "\n")
+  out = run("evaluate", f"--hf_checkpoint={hf_dir}", "--task=mmlu", "--shots=1",
+            f"--mmlu_dir={tmp_path / 'mmlu'}", f"--output={tmp_path / 'mmlu.json'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads((tmp_path / "mmlu.json").read_text())["micro"]["n"] == 1
+  assert "chance is 25.0%" in out.stdout
   out = run("evaluate", f"--hf_checkpoint={tmp_path}", f"--text_file={tmp_path / 'text.txt'}")
   assert out.returncode == 2 and out.stderr.strip() == f"error: no config.json in {tmp_path}: " \
                                                        "not a Hugging Face checkpoint directory"
@@ -411,3 +419,30 @@ def test_sample_run(hf_dir, capsys):
                            max_new_tokens=8, stop_tokens=[tokenizer.special_ids[EOT]]).lists()[0]
   assert result["text"] == tokenizer.decode(want) and result["tokens"] == len(want)
   assert capsys.readouterr().out.startswith("--- 'First'\nFirst" + result["text"])
+
+
+def test_multiple_choice_loglikelihoods_match_transformers(hf_dir, tmp_path):
+  """MMLU scoring of an imported checkpoint: each continuation's log-likelihood equals the
+  sum transformers gives to its tokens after the context; then a 0-shot MMLU run end to end."""
+  from lm import eval_run, multiple_choice
+  loaded = eval_run.load_hf(hf_dir)
+  requests = [("Question: what is 2 + 2?\nAnswer:", " A"), ("Speak, speak.", " All: four"),
+              ("First Citizen:", " Before we proceed")]
+  with jax.default_matmul_precision("highest"):
+    ll = multiple_choice.model_loglikelihood(loaded.scorer, loaded.tokenizer,
+                                             max_len=loaded.max_len, batch_size=2)(requests)
+  model, _ = _torch_model(hf_dir)
+  for (context, continuation), got in zip(requests, ll):
+    ctx, cont = loaded.tokenizer.encode(context), loaded.tokenizer.encode(continuation)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+      logp = torch.log_softmax(model(ids).logits[0], -1).numpy()
+    want = sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont))
+    np.testing.assert_allclose(got, want, atol=TOL)
+
+  for split, rows in (("dev", ["1+1?,2,3,4,5,A"]), ("test", ["2+2?,3,4,5,6,B", "3+3?,6,7,8,9,A"])):
+    os.makedirs(tmp_path / split)
+    (tmp_path / split / f"arith_{split}.csv").write_text("\n".join(rows) + "\n")
+  r = eval_run.mmlu(loaded, str(tmp_path), shots=0, batch_size=4)
+  assert r["micro"]["n"] == 2 and r["chance"] == 0.25
+  assert all(0.0 <= r["micro"][k] <= 1.0 for k in ("acc_letter", "acc", "acc_norm"))
