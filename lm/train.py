@@ -20,6 +20,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -270,9 +271,12 @@ def _train(config, workdir, tokenizer, tokens, mesh, stop, stop_at, start_params
   # Abstract init, shardings from the logical axis rules, then each array is created on the
   # devices that hold it (jit with out_shardings): no host ever holds the whole state.
   abstract_state = jax.eval_shape(make_state, init_rng)
+  if config.stage in families.STAGES or config.stage == "pretrain":
+    specs = families.logical_axes(model_cfg, config.stage)
+  else:  # sft, dpo, reward: the stage's own decoder-based model (reward adds a head).
+    specs = sharding.logical_specs(model, jnp.zeros((1, config.data.context), jnp.int32))
   state_sharding = sharding.train_state_shardings(
-      families.logical_axes(model_cfg, config.stage), abstract_state, mesh,
-      sharding.rules_from_config(config.mesh.rules))
+      specs, abstract_state, mesh, sharding.rules_from_config(config.mesh.rules))
   if config.stage == "pretrain":
     init = jax.jit(make_state, out_shardings=state_sharding)
   else:  # Start params are an argument, not constants baked into the program.
