@@ -143,14 +143,7 @@ def load_start(config, workdir: str):
   path = run_files.tokenizer_path(workdir)
   start = None
   if config.init_from is not None:
-    if not os.path.isdir(config.init_from):
-      raise ConfigError(f"init_from={config.init_from!r}: no such workdir")
-    old_config, tokenizer, _, start = run_files.load_run(config.init_from)
-    old, new = old_config.model.to_dict(), config.model.to_dict()
-    changes = run_files.config_changes(old, new, "model.")
-    if changes:
-      raise ConfigError(f"the model of init_from={config.init_from} differs from this config "
-                        f"({'; '.join(changes)}); pass the same --config.model.* values")
+    tokenizer, start = stages.load_init_from(config)
   elif os.path.exists(path):
     tokenizer = tokenizers.load(path)
   elif stage == "seq2seq":

@@ -53,6 +53,14 @@ def load_start(config, workdir: str):
                                        special_tokens=tuple(config.data.special_tokens)))
     tokenizers.save(tokenizer, path)
     return tokenizer, None
+  tokenizer, params = load_init_from(config)
+  tokenizers.save(tokenizer, path)
+  return tokenizer, params
+
+
+def load_init_from(config):
+  """(tokenizer, params) of the latest checkpoint of `config.init_from`, whose model config
+  must equal this one's (a later stage continues the same network)."""
   if not os.path.isdir(config.init_from):
     raise ConfigError(f"init_from={config.init_from!r}: no such workdir")
   start_config, tokenizer, _, params = run_files.load_run(config.init_from)
@@ -61,7 +69,6 @@ def load_start(config, workdir: str):
   if changes:
     raise ConfigError(f"the model of init_from={config.init_from} differs from this config "
                       f"({'; '.join(changes)}); pass the same --config.model.* values")
-  tokenizers.save(tokenizer, path)
   return tokenizer, params
 
 
