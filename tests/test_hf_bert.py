@@ -9,9 +9,7 @@ BertForMaskedLM with no missing or unexpected weights and gives the same again. 
 WordPiece tokenizer against BertTokenizerFast, and bad checkpoints.
 """
 
-import json
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -22,6 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from tests import hf_checkpoints  # noqa: E402
 import lm.hf  # noqa: E402
 from lm.errors import ConfigError, DataError  # noqa: E402
 from lm.hf import safetensors_io  # noqa: E402
@@ -45,15 +44,6 @@ def _wordpiece(directory) -> tokenizers.Tokenizer:
   return tokenizers.Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
 
 
-def _perturb_torch(model, seed: int) -> None:
-  # Fresh models have zero biases and unit LayerNorm scales, which would hide a wrong
-  # mapping of those tensors; random values everywhere make every tensor count.
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.2 * torch.randn(p.shape, generator=g))
-
-
 def _save_hf(directory, cls, seed, **kw):
   tok = _wordpiece(directory)
   torch.manual_seed(seed)
@@ -62,7 +52,7 @@ def _save_hf(directory, cls, seed, **kw):
       num_attention_heads=4, intermediate_size=48, max_position_embeddings=40,
       pad_token_id=tok.token_to_id("[PAD]"), **kw)
   model = cls(config).eval()
-  _perturb_torch(model, seed)
+  hf_checkpoints.perturb_torch(model, seed, 0.2)
   model.save_pretrained(directory)
   return directory
 
@@ -171,7 +161,7 @@ def test_import_pretraining_layout_drops_nsp_and_pooler(mlm_dir, tmp_path):
            "bert.embeddings.position_ids": np.arange(40)[None],
            "cls.predictions.decoder.weight": w,
            "cls.predictions.decoder.bias": tensors["cls.predictions.bias"]}
-  _copy_with(mlm_dir, tmp_path, {**tensors, **extra})
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, {**tensors, **extra})
   got, want = lm.hf.load(str(tmp_path))[1], lm.hf.load(mlm_dir)[1]
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
@@ -255,25 +245,8 @@ def test_wordpiece_matches_bert_tokenizer_fast(mlm_dir):
 # ---------------------------------------------------------------------------- bad input
 
 
-def _copy_with(src, dst, tensors):
-  for name in ("config.json", "tokenizer.json"):
-    shutil.copy(os.path.join(src, name), os.path.join(dst, name))
-  if tensors is not None:
-    from safetensors.numpy import save_file
-    save_file(tensors, os.path.join(dst, "model.safetensors"))
-
-
-def _edit_config(directory, **changes):
-  path = os.path.join(directory, "config.json")
-  with open(path) as f:
-    config = json.load(f)
-  config.update(changes)
-  with open(path, "w") as f:
-    json.dump(config, f)
-
-
 def test_no_weights(mlm_dir, tmp_path):
-  _copy_with(mlm_dir, tmp_path, None)
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, None)
   with pytest.raises(DataError, match="no weights in"):
     lm.hf.load(str(tmp_path))
 
@@ -286,8 +259,8 @@ def test_no_weights(mlm_dir, tmp_path):
     (dict(attention_probs_dropout_prob=0.0), "hidden_dropout_prob/attention_probs_dropout_prob"),
 ])
 def test_unsupported_config(mlm_dir, tmp_path, changes, named):
-  _copy_with(mlm_dir, tmp_path, safetensors_io.read_weights(mlm_dir))
-  _edit_config(tmp_path, **changes)
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, safetensors_io.read_weights(mlm_dir))
+  hf_checkpoints.edit_config(tmp_path, **changes)
   with pytest.raises(ConfigError, match=named):
     lm.hf.load(str(tmp_path))
 
@@ -295,7 +268,7 @@ def test_unsupported_config(mlm_dir, tmp_path, changes, named):
 def test_shape_mismatch_names_the_tensor(mlm_dir, tmp_path):
   tensors = safetensors_io.read_weights(mlm_dir)
   tensors["bert.encoder.layer.1.intermediate.dense.weight"] = np.zeros((47, 32), np.float32)
-  _copy_with(mlm_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, tensors)
   with pytest.raises(DataError, match=r"'encoder.layer.1.intermediate.dense.weight' has shape "
                                       r"\(47, 32\), the config implies \(48, 32\)"):
     lm.hf.load(str(tmp_path))
@@ -304,7 +277,7 @@ def test_shape_mismatch_names_the_tensor(mlm_dir, tmp_path):
 def test_missing_tensor_is_named(mlm_dir, tmp_path):
   tensors = safetensors_io.read_weights(mlm_dir)
   del tensors["cls.predictions.transform.LayerNorm.bias"]
-  _copy_with(mlm_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="missing tensors 'cls.predictions.transform.LayerNorm.bias'"):
     lm.hf.load(str(tmp_path))
 
@@ -312,7 +285,7 @@ def test_missing_tensor_is_named(mlm_dir, tmp_path):
 def test_untied_decoder_is_refused(mlm_dir, tmp_path):
   tensors = safetensors_io.read_weights(mlm_dir)
   tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"] + 1
-  _copy_with(mlm_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(mlm_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="cls.predictions.decoder.weight differs"):
     lm.hf.load(str(tmp_path))
 

@@ -9,7 +9,6 @@ PreTrainedTokenizerFast, and bad checkpoints.
 
 import json
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -21,6 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from tests import hf_checkpoints  # noqa: E402
 import lm.hf  # noqa: E402
 from lm import decoding, tokenizers as lm_tokenizers  # noqa: E402
 from lm.errors import ConfigError, DataError  # noqa: E402
@@ -49,15 +49,6 @@ def _train_bpe(directory: str, vocab_size: int = 300) -> str:
   return path
 
 
-def _perturb_torch(model, seed: int) -> None:
-  # Fresh models have zero biases and unit LayerNorm scales, which would hide a wrong
-  # mapping of those tensors; random values everywhere make every tensor count.
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn(p.shape, generator=g))
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   """A directory saved by transformers: random GPT-2 weights plus a trained tokenizer."""
@@ -69,7 +60,7 @@ def hf_dir(tmp_path_factory):
       vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=64, n_layer=2, n_head=4,
       bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
   model = transformers.GPT2LMHeadModel(config).eval()
-  _perturb_torch(model, 0)
+  hf_checkpoints.perturb_torch(model, 0, 0.1)
   model.save_pretrained(directory, safe_serialization=True)
   return directory
 
@@ -142,14 +133,14 @@ def test_import_gpt2model_layout_with_buffers(hf_dir, tmp_path):
   old["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
   old["h.0.attn.masked_bias"] = np.array(-1e4, np.float32)
   old["lm_head.weight"] = old["wte.weight"]
-  _copy_with(hf_dir, tmp_path, old)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, old)
   got, want = lm.hf.load(str(tmp_path))[1], lm.hf.load(hf_dir)[1]
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
 def test_import_pytorch_bin_with_weights_only(hf_dir, tmp_path):
   model, _ = _torch_model(hf_dir)
-  _copy_with(hf_dir, tmp_path, None)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, None)
   torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
   got, want = lm.hf.load(str(tmp_path))[1], lm.hf.load(hf_dir)[1]
   jax.tree.map(np.testing.assert_array_equal, got, want)
@@ -159,7 +150,7 @@ def test_import_bfloat16_weights(hf_dir, tmp_path):
   # numpy has no bfloat16, so safetensors.numpy cannot read these; lm reads them by hand.
   from safetensors.torch import save_file
   model, _ = _torch_model(hf_dir)
-  _copy_with(hf_dir, tmp_path, None)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, None)
   save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
             str(tmp_path / "model.safetensors"))
   got = lm.hf.load(str(tmp_path))[1]
@@ -173,7 +164,7 @@ class _Payload:
 
 
 def test_refuses_pickle_with_code(hf_dir, tmp_path):
-  _copy_with(hf_dir, tmp_path, None)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, None)
   torch.save({"wte.weight": torch.zeros(2), "evil": _Payload()}, tmp_path / "pytorch_model.bin")
   with pytest.raises(DataError, match="weights_only=True"):
     lm.hf.load(str(tmp_path))
@@ -275,26 +266,8 @@ def test_tokenizer_from_vocab_and_merges(hf_dir, tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
-def _copy_with(src: str, dst, tensors: dict | None) -> None:
-  """Copies config and tokenizer of `src` into `dst`, with `tensors` as its safetensors."""
-  for name in ("config.json", "tokenizer.json"):
-    shutil.copy(os.path.join(src, name), os.path.join(dst, name))
-  if tensors is not None:
-    from safetensors.numpy import save_file
-    save_file(tensors, os.path.join(dst, "model.safetensors"))
-
-
-def _edit_config(directory, **changes) -> None:
-  path = os.path.join(directory, "config.json")
-  with open(path) as f:
-    config = json.load(f)
-  config.update(changes)
-  with open(path, "w") as f:
-    json.dump(config, f)
-
-
 def test_no_weights(hf_dir, tmp_path):
-  _copy_with(hf_dir, tmp_path, None)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, None)
   with pytest.raises(DataError, match="no weights in .*model.safetensors"):
     lm.hf.load(str(tmp_path))
 
@@ -314,8 +287,8 @@ def test_no_config(tmp_path):
      "model_type='llama' is not supported; supported: \\['bert', 'gpt2', 't5'\\]"),
 ])
 def test_unsupported_config(hf_dir, tmp_path, changes, named):
-  _copy_with(hf_dir, tmp_path, safetensors_io.read_weights(hf_dir))
-  _edit_config(tmp_path, **changes)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, safetensors_io.read_weights(hf_dir))
+  hf_checkpoints.edit_config(tmp_path, **changes)
   with pytest.raises(ConfigError, match=named):
     lm.hf.load(str(tmp_path))
 
@@ -323,15 +296,15 @@ def test_unsupported_config(hf_dir, tmp_path, changes, named):
 def test_shape_mismatch_names_the_tensor(hf_dir, tmp_path):
   tensors = safetensors_io.read_weights(hf_dir)
   tensors["transformer.h.1.mlp.c_fc.weight"] = np.zeros((64, 255), np.float32)
-  _copy_with(hf_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, tensors)
   with pytest.raises(DataError, match=r"'h.1.mlp.c_fc.weight' has shape \(64, 255\), the "
                                       r"config implies \(64, 256\)"):
     lm.hf.load(str(tmp_path))
 
 
 def test_config_disagreeing_with_weights(hf_dir, tmp_path):
-  _copy_with(hf_dir, tmp_path, safetensors_io.read_weights(hf_dir))
-  _edit_config(tmp_path, n_inner=128)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, safetensors_io.read_weights(hf_dir))
+  hf_checkpoints.edit_config(tmp_path, n_inner=128)
   with pytest.raises(DataError, match=r"'h.0.mlp.c_fc.weight' has shape \(64, 256\)"):
     lm.hf.load(str(tmp_path))
 
@@ -340,7 +313,7 @@ def test_missing_and_unexpected_tensors(hf_dir, tmp_path):
   tensors = safetensors_io.read_weights(hf_dir)
   del tensors["transformer.h.0.ln_2.bias"]
   tensors["transformer.h.0.attn.q_attn.weight"] = np.zeros((64, 64), np.float32)
-  _copy_with(hf_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="missing tensors 'h.0.ln_2.bias'; unexpected tensors "
                                       "'h.0.attn.q_attn.weight'"):
     lm.hf.load(str(tmp_path))
@@ -349,7 +322,7 @@ def test_missing_and_unexpected_tensors(hf_dir, tmp_path):
 def test_untied_head_refused(hf_dir, tmp_path):
   tensors = safetensors_io.read_weights(hf_dir)
   tensors["lm_head.weight"] = tensors["transformer.wte.weight"] + 1.0
-  _copy_with(hf_dir, tmp_path, tensors)
+  hf_checkpoints.copy_with(hf_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="lm_head.weight differs from wte.weight"):
     lm.hf.load(str(tmp_path))
 

@@ -12,7 +12,6 @@ same again. Plus sentencepiece tokenizers and bad checkpoints.
 import io
 import json
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -23,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
 
+from tests import hf_checkpoints  # noqa: E402
 import lm.hf  # noqa: E402
 from lm import decoding  # noqa: E402
 from lm.errors import ConfigError, DataError  # noqa: E402
@@ -48,14 +48,6 @@ def _spiece(directory) -> None:
     f.write(model.getvalue())
 
 
-def _perturb_torch(model, seed: int) -> None:
-  # Random values in every tensor (norm scales too), so a wrong mapping cannot hide.
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.3 * torch.randn(p.shape, generator=g))
-
-
 def _save_hf(directory, *, seed, untied=False, **config):
   torch.manual_seed(seed)
   cfg = transformers.T5Config(vocab_size=VOCAB, d_model=32, num_heads=4, pad_token_id=PAD,
@@ -64,7 +56,7 @@ def _save_hf(directory, *, seed, untied=False, **config):
   with torch.no_grad():  # Default T5 init has unit-variance embeddings: keep logits modest.
     for p in model.parameters():
       p.mul_(0.5)
-  _perturb_torch(model, seed)
+  hf_checkpoints.perturb_torch(model, seed, 0.3)
   model.save_pretrained(directory)
   if untied:  # transformers 5 ties lm_head on creation; a different one in the file unties.
     path = os.path.join(directory, "model.safetensors")
@@ -277,25 +269,12 @@ def test_export_refuses_what_t5_cannot_express(tmp_path, change, named):
 # ---------------------------------------------------------------------------- bad input
 
 
-def _copy_with(src, dst, tensors):
-  for name in ("config.json", "spiece.model"):
-    shutil.copy(os.path.join(src, name), os.path.join(dst, name))
-  if tensors is not None:
-    from safetensors.numpy import save_file
-    save_file(tensors, os.path.join(dst, "model.safetensors"))
-
-
-def _edit_config(directory, **changes):
-  path = os.path.join(directory, "config.json")
-  with open(path) as f:
-    config = json.load(f)
-  config.update(changes)
-  with open(path, "w") as f:
-    json.dump(config, f)
+def _copy_t5(src, dst, tensors):
+  hf_checkpoints.copy_with(src, dst, tensors, files=("config.json", "spiece.model"))
 
 
 def test_no_weights(v10_dir, tmp_path):
-  _copy_with(v10_dir, tmp_path, None)
+  _copy_t5(v10_dir, tmp_path, None)
   with pytest.raises(DataError, match="no weights in"):
     lm.hf.load(str(tmp_path))
 
@@ -305,15 +284,15 @@ def test_no_weights(v10_dir, tmp_path):
     (dict(is_encoder_decoder=False), "is_encoder_decoder=False"),
 ])
 def test_unsupported_config(v10_dir, tmp_path, changes, named):
-  _copy_with(v10_dir, tmp_path, safetensors_io.read_weights(v10_dir))
-  _edit_config(tmp_path, **changes)
+  _copy_t5(v10_dir, tmp_path, safetensors_io.read_weights(v10_dir))
+  hf_checkpoints.edit_config(tmp_path, **changes)
   with pytest.raises(ConfigError, match=named):
     lm.hf.load(str(tmp_path))
 
 
 def test_untied_head_with_scaled_outputs_is_refused(v11_dir, tmp_path):
-  _copy_with(v11_dir, tmp_path, safetensors_io.read_weights(v11_dir))
-  _edit_config(tmp_path, scale_decoder_outputs=True)
+  _copy_t5(v11_dir, tmp_path, safetensors_io.read_weights(v11_dir))
+  hf_checkpoints.edit_config(tmp_path, scale_decoder_outputs=True)
   with pytest.raises(ConfigError, match="lm_head.weight different from shared.weight"):
     lm.hf.load(str(tmp_path))
 
@@ -321,7 +300,7 @@ def test_untied_head_with_scaled_outputs_is_refused(v11_dir, tmp_path):
 def test_shape_mismatch_names_the_tensor(v10_dir, tmp_path):
   tensors = safetensors_io.read_weights(v10_dir)
   tensors["encoder.block.1.layer.1.DenseReluDense.wi.weight"] = np.zeros((47, 32), np.float32)
-  _copy_with(v10_dir, tmp_path, tensors)
+  _copy_t5(v10_dir, tmp_path, tensors)
   with pytest.raises(DataError, match=r"'encoder.block.1.layer.1.DenseReluDense.wi.weight' has "
                                       r"shape \(47, 32\), the config implies \(48, 32\)"):
     lm.hf.load(str(tmp_path))
@@ -330,7 +309,7 @@ def test_shape_mismatch_names_the_tensor(v10_dir, tmp_path):
 def test_missing_relative_bias_is_named(v10_dir, tmp_path):
   tensors = safetensors_io.read_weights(v10_dir)
   del tensors["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
-  _copy_with(v10_dir, tmp_path, tensors)
+  _copy_t5(v10_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="missing tensors 'decoder.block.0.layer.0.SelfAttention"
                                       ".relative_attention_bias.weight'"):
     lm.hf.load(str(tmp_path))
@@ -339,7 +318,7 @@ def test_missing_relative_bias_is_named(v10_dir, tmp_path):
 def test_embedding_copy_must_match_shared(v10_dir, tmp_path):
   tensors = safetensors_io.read_weights(v10_dir)
   tensors["encoder.embed_tokens.weight"] = tensors["shared.weight"] + 1
-  _copy_with(v10_dir, tmp_path, tensors)
+  _copy_t5(v10_dir, tmp_path, tensors)
   with pytest.raises(DataError, match="encoder.embed_tokens.weight differs from shared.weight"):
     lm.hf.load(str(tmp_path))
 
